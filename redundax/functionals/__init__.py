@@ -1,0 +1,75 @@
+"""Pure, jit/vmap/grad-safe redundancy functionals (no Flax, no state, no I/O).
+
+Samples are shaped `(..., n, d)`: n samples on axis -2, d units on axis -1, leading axes are batch
+axes. Information is in nats. See each module for the paper equations it implements:
+
+- `moments`: mergeable `Moments`, `covariance`, `correlation`.
+- `gaussian`: Gaussian total correlation (Prop. 4), mutual information, chi-square proxy (Prop. 5).
+- `spectral`: spectral entropy, effective rank, spectral redundancy (Def. 2, Prop. 6).
+- `attention`: attention-head redundancy (Sec. 3.5).
+- `fdiv`: f-kernels and R_f (Def. 1, eq. 1) on discrete tables and Gaussian closed forms.
+"""
+
+from redundax.functionals.attention import head_redundancy
+from redundax.functionals.fdiv import (
+    FKernel,
+    f_redundancy,
+    gaussian_f_redundancy,
+    get_kernel,
+    jensen_shannon,
+    kl,
+    pearson_chi2,
+    product_of_marginals,
+    renyi,
+    renyi_divergence,
+    squared_hellinger,
+    total_variation,
+)
+from redundax.functionals.gaussian import (
+    chi2_redundancy,
+    gaussian_mi_from_r2,
+    gaussian_mutual_information,
+    gaussian_total_correlation,
+    gaussian_total_correlation_from_corr,
+)
+from redundax.functionals.moments import (
+    Moments,
+    correlation,
+    correlation_from_covariance,
+    covariance,
+)
+from redundax.functionals.spectral import (
+    covariance_spectrum,
+    effective_rank,
+    spectral_entropy,
+    spectral_redundancy,
+)
+
+__all__ = [
+    "FKernel",
+    "Moments",
+    "chi2_redundancy",
+    "correlation",
+    "correlation_from_covariance",
+    "covariance",
+    "covariance_spectrum",
+    "effective_rank",
+    "f_redundancy",
+    "gaussian_f_redundancy",
+    "gaussian_mi_from_r2",
+    "gaussian_mutual_information",
+    "gaussian_total_correlation",
+    "gaussian_total_correlation_from_corr",
+    "get_kernel",
+    "head_redundancy",
+    "jensen_shannon",
+    "kl",
+    "pearson_chi2",
+    "product_of_marginals",
+    "renyi",
+    "renyi_divergence",
+    "spectral_entropy",
+    "spectral_redundancy",
+    "squared_hellinger",
+    "total_variation",
+]

@@ -1,0 +1,127 @@
+"""Spectral entropy, effective rank and spectral redundancy of a representation.
+
+Reference: Bi, Zhu & Calhoun (2025), Definition 2 and Proposition 6. For covariance eigenvalues
+lambda_1..lambda_D with normalised spectrum p_i = lambda_i / sum_j lambda_j,
+
+    H_lambda = -sum_i p_i log p_i,     r_eff = exp(H_lambda),     R_spec = 1 - r_eff / D,
+
+with R_spec in [0, 1 - 1/D]: 0 for a uniform spectrum, 1 - 1/D for a rank-one (collapsed) one.
+
+Numerics (finite values and gradients wherever a training loop can go):
+- When n < D the covariance has at most n - 1 nonzero eigenvalues; they are taken from the n x n Gram
+  matrix of the centred samples (the same nonzero spectrum, far cheaper).
+- Eigenvalues at or below the round-off level `D * eps * lambda_max` (including the slightly negative
+  ones an eigensolver returns for a singular matrix) are treated as exact zeros, with 0 log 0 = 0 and a
+  zero gradient through them. A plain `eigvalsh` + `log` gives NaN value and gradient there.
+- A batch with no variance at all (every sample equal) is treated as completely collapsed: H = 0,
+  r_eff = 1, R_spec = 1 - 1/D, gradient 0.
+- Eigenvalues of degenerate spectra have well-defined symmetric gradients V diag(g) V^T; only
+  eigenvalues are differentiated, never eigenvectors.
+
+Speed: on the CPU backend the eigenvalues come from LAPACK's eigenvalue-only driver (through
+`jax.pure_callback`, as NumPy does) since XLA's CPU `eigh` always computes eigenvectors; their
+derivative uses `eigh`. Other backends use `jnp.linalg.eigh` throughout.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from redundax.functionals import _checks
+
+
+def _host_eigvalsh(m: np.ndarray) -> np.ndarray:
+    return np.linalg.eigvalsh(np.asarray(m)).astype(m.dtype, copy=False)
+
+
+def _eigvalsh_callback(m: jax.Array) -> jax.Array:
+    out = jax.ShapeDtypeStruct(m.shape[:-1], m.dtype)
+    return jax.pure_callback(_host_eigvalsh, out, m, vmap_method="expand_dims")
+
+
+def _eigvalsh_device(m: jax.Array) -> jax.Array:
+    return jnp.linalg.eigvalsh(m)
+
+
+@jax.custom_jvp
+def eigvalsh(m: jax.Array) -> jax.Array:
+    """Ascending eigenvalues of symmetric matrices `(..., k, k)`, differentiable.
+
+    LAPACK's eigenvalue-only solver on CPU, `eigh` elsewhere; the JVP is d lambda_i = v_i^T dM v_i,
+    finite for repeated eigenvalues.
+    """
+    return jax.lax.platform_dependent(m, cpu=_eigvalsh_callback, default=_eigvalsh_device)
+
+
+@eigvalsh.defjvp
+def _eigvalsh_jvp(primals, tangents):
+    (m,), (dm,) = primals, tangents
+    w, v = jnp.linalg.eigh(m)
+    dw = jnp.einsum("...ji,...jk,...ki->...i", v, dm, v, precision=jax.lax.Precision.HIGHEST)
+    return w, dw
+
+
+def covariance_spectrum(x) -> jax.Array:
+    """Nonzero-capable eigenvalues of the sample covariance of `x` `(..., n, d)`, clipped at 0.
+
+    Returns `min(n, d)` eigenvalues (the covariance, or the Gram matrix when n < d; the remaining
+    eigenvalues are exactly zero), scaled by 1/(n - 1). Round-off eigenvalues are set to 0.
+    """
+    x = _checks.check_samples(x, "x")
+    n, d = x.shape[-2], x.shape[-1]
+    xc = x - jnp.mean(x, axis=-2, keepdims=True)
+    hi = jax.lax.Precision.HIGHEST
+    if n < d:
+        m = jnp.einsum("...ik,...jk->...ij", xc, xc, precision=hi)
+    else:
+        m = jnp.einsum("...ni,...nj->...ij", xc, xc, precision=hi)
+    lam = eigvalsh(m) / (n - 1)
+    cutoff = max(n, d) * jnp.finfo(lam.dtype).eps * jnp.max(lam, axis=-1, keepdims=True)
+    keep = lam > cutoff
+    return jnp.where(keep, lam, 0.0)
+
+
+def _xlogx(p: jax.Array) -> jax.Array:
+    pos = p > 0
+    return jnp.where(pos, p * jnp.log(jnp.where(pos, p, 1)), 0.0)
+
+
+def spectral_entropy(x) -> jax.Array:
+    """Spectral entropy H_lambda = -sum_i p_i log p_i of the covariance spectrum (Def. 2), nats.
+
+    Args:
+      x: samples `(..., n, d)`.
+
+    Returns:
+      `(...)` entropy in [0, log d].
+    """
+    lam = covariance_spectrum(x)
+    total = jnp.sum(lam, axis=-1, keepdims=True)
+    p = lam / jnp.where(total > 0, total, 1)
+    return -jnp.sum(_xlogx(p), axis=-1)
+
+
+def effective_rank(x) -> jax.Array:
+    """Effective rank r_eff = exp(H_lambda) (Def. 2), in [1, d]."""
+    return jnp.exp(spectral_entropy(x))
+
+
+def spectral_redundancy(x) -> jax.Array:
+    """Spectral redundancy R_spec = 1 - r_eff / D (Def. 2; Prop. 6 bounds [0, 1 - 1/D]).
+
+    The penalty of the paper's MAE objective L = L_recon + lambda R_spec(Z) (eq. 2). Under `jax.jit`
+    on a batch sharded over devices this is the global-batch value.
+    """
+    x = _checks.as_float(x, "x")
+    return 1.0 - effective_rank(x) / x.shape[-1]
+
+
+__all__ = [
+    "covariance_spectrum",
+    "effective_rank",
+    "eigvalsh",
+    "spectral_entropy",
+    "spectral_redundancy",
+]
