@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from redundax.functionals import _checks
-from redundax.functionals.moments import correlation, standardize
+from redundax.functionals.moments import correlation, self_gram, standardize
 
 DEFAULT_SHRINKAGE = 1e-4
 
@@ -55,7 +55,7 @@ def _logdet_corr_of_samples(x: jax.Array, shrinkage: float) -> jax.Array:
         return shrunk_logdet_corr(correlation(x), shrinkage)
     # n <= d: Gram path (matrix determinant lemma), O(n^2 d) instead of O(n d^2 + d^3).
     z, ok = standardize(x)
-    gram = jnp.einsum("...ik,...jk->...ij", z, z, precision=jax.lax.Precision.HIGHEST)
+    gram = self_gram(jnp.swapaxes(z, -1, -2))
     scale = (1 - shrinkage) / shrinkage
     eye = jnp.eye(n, dtype=x.dtype)
     d_ok = jnp.sum(ok, axis=-1).astype(x.dtype)
@@ -141,7 +141,7 @@ def chi2_redundancy(x) -> jax.Array:
         off = c - jnp.eye(d, dtype=c.dtype)
         return 0.25 * jnp.sum(off * off, axis=(-2, -1))
     z, ok = standardize(x)
-    gram = jnp.einsum("...ik,...jk->...ij", z, z, precision=jax.lax.Precision.HIGHEST)
+    gram = self_gram(jnp.swapaxes(z, -1, -2))
     d_ok = jnp.sum(ok, axis=-1).astype(x.dtype)
     return 0.25 * jnp.maximum(jnp.sum(gram * gram, axis=(-2, -1)) - d_ok, 0.0)
 

@@ -10,7 +10,8 @@ with R_spec in [0, 1 - 1/D]: 0 for a uniform spectrum, 1 - 1/D for a rank-one (c
 Numerics (finite values and gradients wherever a training loop can go):
 - When n < D the covariance has at most n - 1 nonzero eigenvalues; they are taken from the n x n Gram
   matrix of the centred samples (the same nonzero spectrum, far cheaper).
-- Eigenvalues at or below the round-off level `D * eps * lambda_max` (including the slightly negative
+- Eigenvalues at or below the round-off level `4 sqrt(k) eps lambda_max` of the k x k eigenproblem
+  (about 1e-5 lambda_max in float32 at k = 768; including the slightly negative
   ones an eigensolver returns for a singular matrix) are treated as exact zeros, with 0 log 0 = 0 and a
   zero gradient through them. A plain `eigvalsh` + `log` gives NaN value and gradient there.
 - A batch with no variance at all (every sample equal) is treated as completely collapsed: H = 0,
@@ -20,7 +21,9 @@ Numerics (finite values and gradients wherever a training loop can go):
 
 Speed: on the CPU backend the eigenvalues come from LAPACK's eigenvalue-only driver (through
 `jax.pure_callback`, as NumPy does) since XLA's CPU `eigh` always computes eigenvectors; their
-derivative uses `eigh`. Other backends use `jnp.linalg.eigh` throughout.
+derivative uses XLA's `eigh` (eigenvectors are needed there, and XLA's is the faster one). Other
+backends (GPU, TPU) use XLA's `eigh` throughout. The callback runs inside `jit`, `vmap` and sharded
+programs (the k x k matrix is replicated).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from redundax.functionals import _checks
+from redundax.functionals.moments import self_gram
 
 
 def _host_eigvalsh(m: np.ndarray) -> np.ndarray:
@@ -72,13 +76,10 @@ def covariance_spectrum(x) -> jax.Array:
     x = _checks.check_samples(x, "x")
     n, d = x.shape[-2], x.shape[-1]
     xc = x - jnp.mean(x, axis=-2, keepdims=True)
-    hi = jax.lax.Precision.HIGHEST
-    if n < d:
-        m = jnp.einsum("...ik,...jk->...ij", xc, xc, precision=hi)
-    else:
-        m = jnp.einsum("...ni,...nj->...ij", xc, xc, precision=hi)
+    m = self_gram(jnp.swapaxes(xc, -1, -2) if n < d else xc)
     lam = eigvalsh(m) / (n - 1)
-    cutoff = max(n, d) * jnp.finfo(lam.dtype).eps * jnp.max(lam, axis=-1, keepdims=True)
+    k = m.shape[-1]
+    cutoff = 4 * k**0.5 * jnp.finfo(lam.dtype).eps * jnp.max(lam, axis=-1, keepdims=True)
     keep = lam > cutoff
     return jnp.where(keep, lam, 0.0)
 
