@@ -124,14 +124,18 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--sizes", default="256x768,4096x768,512x4096")
-    parser.add_argument("--out", default=str(pathlib.Path(__file__).parent / "results" / "functionals.json"))
+    parser.add_argument(
+        "--out", default=str(pathlib.Path(__file__).parent / "results" / "functionals.json")
+    )
     args = parser.parse_args()
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
 
     rng = np.random.default_rng(0)
     rows = []
     header = f"{'functional':28s} {'n x d':>11s} {'redundax ms':>12s} {'numpy ms':>10s} {'ratio':>7s} {'rel err':>8s}"
-    print(f"jax {jax.__version__} on {jax.default_backend()} ({jax.devices()[0].device_kind}); numpy {np.__version__}")
+    print(
+        f"jax {jax.__version__} on {jax.default_backend()} ({jax.devices()[0].device_kind}); numpy {np.__version__}"
+    )
     print(header)
     print("-" * len(header))
     for n, d in sizes:
@@ -144,9 +148,19 @@ def main():
             t_ours = median_time(jitted, x_j, args.repeats)
             t_ref = median_time(ref, x_np, args.repeats)
             rows.append(
-                dict(functional=name, n=n, d=d, redundax_s=t_ours, numpy_s=t_ref, ratio=t_ref / t_ours, rel_err=err)
+                dict(
+                    functional=name,
+                    n=n,
+                    d=d,
+                    redundax_s=t_ours,
+                    numpy_s=t_ref,
+                    ratio=t_ref / t_ours,
+                    rel_err=err,
+                )
             )
-            print(f"{name:28s} {f'{n}x{d}':>11s} {1e3 * t_ours:12.2f} {1e3 * t_ref:10.2f} {t_ref / t_ours:7.2f} {err:8.1e}")
+            print(
+                f"{name:28s} {f'{n}x{d}':>11s} {1e3 * t_ours:12.2f} {1e3 * t_ref:10.2f} {t_ref / t_ours:7.2f} {err:8.1e}"
+            )
     # Attention-head redundancy on ViT-Base-sized maps: 12 heads x 197 tokens.
     logits = rng.normal(size=(12, 197, 197)).astype(np.float32)
     attn = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
@@ -154,8 +168,20 @@ def main():
     err = check_agreement("head_redundancy", jitted, np_head_redundancy, attn, jnp.asarray(attn))
     t_ours = median_time(jitted, jnp.asarray(attn), args.repeats)
     t_ref = median_time(np_head_redundancy, attn, args.repeats)
-    rows.append(dict(functional="head_redundancy", n=197, d=12, redundax_s=t_ours, numpy_s=t_ref, ratio=t_ref / t_ours, rel_err=err))
-    print(f"{'head_redundancy':28s} {'12x197x197':>11s} {1e3 * t_ours:12.2f} {1e3 * t_ref:10.2f} {t_ref / t_ours:7.2f} {err:8.1e}")
+    rows.append(
+        dict(
+            functional="head_redundancy",
+            n=197,
+            d=12,
+            redundax_s=t_ours,
+            numpy_s=t_ref,
+            ratio=t_ref / t_ours,
+            rel_err=err,
+        )
+    )
+    print(
+        f"{'head_redundancy':28s} {'12x197x197':>11s} {1e3 * t_ours:12.2f} {1e3 * t_ref:10.2f} {t_ref / t_ours:7.2f} {err:8.1e}"
+    )
 
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
