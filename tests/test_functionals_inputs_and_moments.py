@@ -91,6 +91,31 @@ def test_moments_merge_equals_concatenation():
     assert float(merged.count) == 103
 
 
+def test_epoch_level_functionals_from_merged_moments():
+    """Covariance-level variants on merged chunk moments equal the one-shot sample functionals."""
+    rng = np.random.default_rng(4)
+    x = (rng.normal(size=(90, 6)) @ rng.normal(size=(6, 6))).astype(np.float32)
+    merged = F.Moments.zeros(6)
+    for c in np.array_split(x, 4):
+        merged = merged.merge(F.Moments.from_samples(c))
+    np.testing.assert_allclose(
+        F.spectral_redundancy_from_covariance(merged.covariance()),
+        F.spectral_redundancy(x),
+        rtol=1e-4,
+    )
+    np.testing.assert_allclose(
+        F.spectral_entropy_from_covariance(merged.covariance()), F.spectral_entropy(x), rtol=1e-4
+    )
+    np.testing.assert_allclose(
+        F.chi2_redundancy_from_corr(merged.correlation()), F.chi2_redundancy(x), rtol=1e-4
+    )
+    np.testing.assert_allclose(
+        F.gaussian_total_correlation_from_corr(merged.correlation()),
+        F.gaussian_total_correlation(x),
+        rtol=1e-4,
+    )
+
+
 def test_moments_as_scan_carry():
     rng = np.random.default_rng(2)
     x = jnp.asarray(rng.normal(size=(6, 20, 4)), jnp.float32)

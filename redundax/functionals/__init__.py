@@ -27,6 +27,7 @@ from redundax.functionals.fdiv import (
 )
 from redundax.functionals.gaussian import (
     chi2_redundancy,
+    chi2_redundancy_from_corr,
     gaussian_mi_from_r2,
     gaussian_mutual_information,
     gaussian_total_correlation,
@@ -42,13 +43,16 @@ from redundax.functionals.spectral import (
     covariance_spectrum,
     effective_rank,
     spectral_entropy,
+    spectral_entropy_from_covariance,
     spectral_redundancy,
+    spectral_redundancy_from_covariance,
 )
 
 __all__ = [
     "FKernel",
     "Moments",
     "chi2_redundancy",
+    "chi2_redundancy_from_corr",
     "correlation",
     "correlation_from_covariance",
     "covariance",
@@ -69,7 +73,9 @@ __all__ = [
     "renyi",
     "renyi_divergence",
     "spectral_entropy",
+    "spectral_entropy_from_covariance",
     "spectral_redundancy",
+    "spectral_redundancy_from_covariance",
     "squared_hellinger",
     "total_variation",
 ]

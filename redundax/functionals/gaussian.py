@@ -127,6 +127,13 @@ def gaussian_mi_from_r2(r2, *, max_r2: float = 1.0 - 1e-6) -> jax.Array:
     return -0.5 * jnp.log1p(-jnp.clip(r2, 0.0, max_r2))
 
 
+def chi2_redundancy_from_corr(corr) -> jax.Array:
+    """1/4 ||C - I||_F^2 (Prop. 5) of given correlation matrices `(..., d, d)`."""
+    corr = _checks.check_square(corr, "corr")
+    off = corr - jnp.eye(corr.shape[-1], dtype=corr.dtype)
+    return 0.25 * jnp.sum(off * off, axis=(-2, -1))
+
+
 def chi2_redundancy(x) -> jax.Array:
     """Chi-square redundancy proxy R_chi2 ~= 1/4 ||C - I||_F^2 (Prop. 5, Sec. 3.5), in nats.
 
@@ -137,9 +144,7 @@ def chi2_redundancy(x) -> jax.Array:
     x = _checks.check_samples(x, "x")
     n, d = x.shape[-2], x.shape[-1]
     if n > d:
-        c = correlation(x)
-        off = c - jnp.eye(d, dtype=c.dtype)
-        return 0.25 * jnp.sum(off * off, axis=(-2, -1))
+        return chi2_redundancy_from_corr(correlation(x))
     z, ok = standardize(x)
     gram = self_gram(jnp.swapaxes(z, -1, -2))
     d_ok = jnp.sum(ok, axis=-1).astype(x.dtype)
@@ -149,6 +154,7 @@ def chi2_redundancy(x) -> jax.Array:
 __all__ = [
     "DEFAULT_SHRINKAGE",
     "chi2_redundancy",
+    "chi2_redundancy_from_corr",
     "gaussian_mi_from_r2",
     "gaussian_mutual_information",
     "gaussian_total_correlation",

@@ -67,26 +67,35 @@ def _eigvalsh_jvp(primals, tangents):
     return w, dw
 
 
-def covariance_spectrum(x) -> jax.Array:
-    """Nonzero-capable eigenvalues of the sample covariance of `x` `(..., n, d)`, clipped at 0.
+def _clean_spectrum(lam: jax.Array) -> jax.Array:
+    """Eigenvalues of a k x k PSD matrix with round-off ones (<= 4 sqrt(k) eps lambda_max) set to 0."""
+    k = lam.shape[-1]
+    cutoff = 4 * k**0.5 * jnp.finfo(lam.dtype).eps * jnp.max(lam, axis=-1, keepdims=True)
+    return jnp.where(lam > cutoff, lam, 0.0)
 
-    Returns `min(n, d)` eigenvalues (the covariance, or the Gram matrix when n < d; the remaining
-    eigenvalues are exactly zero), scaled by 1/(n - 1). Round-off eigenvalues are set to 0.
+
+def covariance_spectrum(x) -> jax.Array:
+    """Eigenvalues of the sample covariance of `x` `(..., n, d)`, round-off ones set to exact 0.
+
+    Returns `min(n, d)` eigenvalues in ascending order (of the covariance, or of the Gram matrix when
+    n < d; the covariance's remaining eigenvalues are exactly zero), scaled by 1/(n - 1).
     """
     x = _checks.check_samples(x, "x")
     n, d = x.shape[-2], x.shape[-1]
     xc = x - jnp.mean(x, axis=-2, keepdims=True)
     m = self_gram(jnp.swapaxes(xc, -1, -2) if n < d else xc)
-    lam = eigvalsh(m) / (n - 1)
-    k = m.shape[-1]
-    cutoff = 4 * k**0.5 * jnp.finfo(lam.dtype).eps * jnp.max(lam, axis=-1, keepdims=True)
-    keep = lam > cutoff
-    return jnp.where(keep, lam, 0.0)
+    return _clean_spectrum(eigvalsh(m) / (n - 1))
 
 
 def _xlogx(p: jax.Array) -> jax.Array:
     pos = p > 0
     return jnp.where(pos, p * jnp.log(jnp.where(pos, p, 1)), 0.0)
+
+
+def _entropy_of_spectrum(lam: jax.Array) -> jax.Array:
+    total = jnp.sum(lam, axis=-1, keepdims=True)
+    p = lam / jnp.where(total > 0, total, 1)
+    return -jnp.sum(_xlogx(p), axis=-1)
 
 
 def spectral_entropy(x) -> jax.Array:
@@ -98,10 +107,7 @@ def spectral_entropy(x) -> jax.Array:
     Returns:
       `(...)` entropy in [0, log d].
     """
-    lam = covariance_spectrum(x)
-    total = jnp.sum(lam, axis=-1, keepdims=True)
-    p = lam / jnp.where(total > 0, total, 1)
-    return -jnp.sum(_xlogx(p), axis=-1)
+    return _entropy_of_spectrum(covariance_spectrum(x))
 
 
 def effective_rank(x) -> jax.Array:
@@ -119,10 +125,24 @@ def spectral_redundancy(x) -> jax.Array:
     return 1.0 - effective_rank(x) / x.shape[-1]
 
 
+def spectral_entropy_from_covariance(cov) -> jax.Array:
+    """H_lambda (Def. 2) of a given covariance `(..., d, d)`, e.g. `Moments.covariance()` of an epoch."""
+    cov = _checks.check_square(cov, "cov")
+    return _entropy_of_spectrum(_clean_spectrum(eigvalsh(cov)))
+
+
+def spectral_redundancy_from_covariance(cov) -> jax.Array:
+    """R_spec = 1 - exp(H_lambda) / D (Def. 2) of a given covariance `(..., d, d)`."""
+    cov = _checks.check_square(cov, "cov")
+    return 1.0 - jnp.exp(spectral_entropy_from_covariance(cov)) / cov.shape[-1]
+
+
 __all__ = [
     "covariance_spectrum",
     "effective_rank",
     "eigvalsh",
     "spectral_entropy",
+    "spectral_entropy_from_covariance",
     "spectral_redundancy",
+    "spectral_redundancy_from_covariance",
 ]
