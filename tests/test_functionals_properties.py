@@ -64,7 +64,7 @@ NUMPY_F = {
 }
 
 
-@FAST
+@settings(max_examples=10, deadline=None)
 @given(joint_tables())
 def test_f_redundancy_matches_brute_force(joint):
     for name in KERNELS:

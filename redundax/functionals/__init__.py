@@ -8,9 +8,21 @@ axes. Information is in nats. See each module for the paper equations it impleme
 - `spectral`: spectral entropy, effective rank, spectral redundancy (Def. 2, Prop. 6).
 - `attention`: attention-head redundancy (Sec. 3.5).
 - `fdiv`: f-kernels and R_f (Def. 1, eq. 1) on discrete tables and Gaussian closed forms.
+- `entropy_rate`: layer redundancy scores (eq. 25) and entropy-rate estimators (layer pruning paper).
+- `channels`: two-axis per-channel information (channel paper), imported as a submodule.
+- `sensitivity`: perturbation-sensitivity redundancy score of an encoder (RedReg).
 """
 
 from redundax.functionals.attention import head_redundancy
+from redundax.functionals.entropy_rate import (
+    RedundancyAccumulator,
+    cosine_entropy_rates,
+    first_order_conditional_entropy,
+    first_order_entropy_rate,
+    gaussian_entropy_constant,
+    layer_redundancy_scores,
+    spacetime_redundancy_scores,
+)
 from redundax.functionals.fdiv import (
     FKernel,
     f_redundancy,
@@ -39,6 +51,7 @@ from redundax.functionals.moments import (
     correlation_from_covariance,
     covariance,
 )
+from redundax.functionals.sensitivity import perturbation_sensitivity
 from redundax.functionals.spectral import (
     covariance_spectrum,
     effective_rank,
@@ -51,14 +64,19 @@ from redundax.functionals.spectral import (
 __all__ = [
     "FKernel",
     "Moments",
+    "RedundancyAccumulator",
     "chi2_redundancy",
     "chi2_redundancy_from_corr",
     "correlation",
     "correlation_from_covariance",
+    "cosine_entropy_rates",
     "covariance",
     "covariance_spectrum",
     "effective_rank",
     "f_redundancy",
+    "first_order_conditional_entropy",
+    "first_order_entropy_rate",
+    "gaussian_entropy_constant",
     "gaussian_f_redundancy",
     "gaussian_mi_from_r2",
     "gaussian_mutual_information",
@@ -68,10 +86,13 @@ __all__ = [
     "head_redundancy",
     "jensen_shannon",
     "kl",
+    "layer_redundancy_scores",
     "pearson_chi2",
+    "perturbation_sensitivity",
     "product_of_marginals",
     "renyi",
     "renyi_divergence",
+    "spacetime_redundancy_scores",
     "spectral_entropy",
     "spectral_entropy_from_covariance",
     "spectral_redundancy",

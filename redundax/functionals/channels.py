@@ -105,9 +105,7 @@ def input_capture_from_power(s, noise_var=None) -> jax.Array:
     """I_X(i) = 1/2 log(1 + s_i / sigma0²) (eq. 1); sigma0² = median of the positive s_i by default."""
     s = jnp.maximum(_checks.as_float(s, "s"), 0.0)
     if noise_var is None:
-        pos = s > 0
-        # median over positive entries: push non-positive ones to +inf / -inf symmetrically is
-        # awkward under jit, so use nanmedian on a masked copy.
+        pos = s > 0  # median over the positive signal powers only (App. C)
         noise_var = jnp.nanmedian(jnp.where(pos, s, jnp.nan))
         noise_var = jnp.where(jnp.any(pos), noise_var, 1.0)
     else:

@@ -1,0 +1,10 @@
+"""Structured channel pruning and transformer layer removal.
+
+- `graph`: channel dependency graphs (which conv writes/reads which channels; residual coupling and
+  depthwise cascades) for VGG, MobileNetV2 and CIFAR ResNet, and BatchNorm-zeroing masks.
+- `flops`: architecture-aware multiply-accumulate counts under masks.
+- `channels`: pruning scores, global-threshold masks at the paper's sparsities, lesions, peer
+  replacement, recovery fine-tuning, physical shrinking, FLOPs-matched AUC (Safaai et al., Sec. 4).
+- `layers`: layer-removal criteria (redundancy score R_l, block influence, random LayerDrop, knowledge
+  entropy, last-k), pruned checkpoints that reload, recovery fine-tuning.
+"""

@@ -1,0 +1,1 @@
+"""Figures the experiments write (matplotlib, Agg backend): one module per experiment."""

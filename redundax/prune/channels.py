@@ -1,0 +1,511 @@
+"""Structured channel pruning: scores, global-threshold masks, lesions, peer replacement, recovery
+fine-tuning, physical shrinking and FLOPs-matched AUC.
+
+Reference: Safaai et al., "Task Relevance Is Not Local Replaceability" (Sec. 4, App. C, F, K.2).
+
+Masks are `{unit name: bool (channels,)}` over the units of a `redundax.prune.graph.ChannelGraph`. A
+masked channel has its BatchNorm scale and bias set to zero (`apply_masks`), so the unit outputs
+exactly zero there; `shrink` turns a masked network into a smaller dense one with identical outputs.
+Scores are "keep" scores: higher means more important, the lowest are pruned first.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from redundax.prune import graph as graph_lib
+from redundax.prune.graph import ChannelGraph, apply_masks, effective_masks, get_path
+
+# The paper's 10 channel sparsities (fraction of channels removed), App. C.
+SPARSITIES: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+
+Masks = dict[str, np.ndarray]
+Scores = Mapping[str, Any]
+
+
+# ------------------------------------------------------------------------------------------------
+# Masks
+
+
+def global_threshold_masks(
+    graph: ChannelGraph, scores: Scores, sparsity: float, *, min_keep: int = 1
+) -> Masks:
+    """Prune the `sparsity` fraction of all channels with the lowest scores, across every unit.
+
+    One global ranking over all units' channels (ties broken by unit order, then channel index);
+    each unit keeps at least its `min_keep` best channels so that no layer is cut entirely.
+
+    Args:
+      graph: the model's channel graph.
+      scores: `{unit: (channels,)}` keep scores, comparable across layers.
+      sparsity: fraction of channels to remove, in [0, 1).
+      min_keep: channels each unit keeps regardless of the threshold.
+    """
+    if not 0.0 <= sparsity < 1.0:
+        raise ValueError(f"`sparsity` must be in [0, 1); got {sparsity}.")
+    if min_keep < 1:
+        raise ValueError(f"`min_keep` must be >= 1; got {min_keep}.")
+    names = graph.names
+    missing = [n for n in names if n not in scores]
+    if missing:
+        raise ValueError(f"`scores` lacks units {missing}; score every unit of the graph.")
+    vals = [np.asarray(scores[n], np.float64).reshape(-1) for n in names]
+    for n, v in zip(names, vals, strict=True):
+        if v.shape != (graph.spaces[graph.unit(n).dst].width,):
+            raise ValueError(f"scores of {n!r} have shape {v.shape}; expected one per channel.")
+        if not np.isfinite(v).all():
+            raise ValueError(f"scores of {n!r} contain NaN/Inf; clean them before pruning.")
+    flat = np.concatenate(vals)
+    n_prune = math.floor(sparsity * flat.size)
+    order = np.argsort(flat, kind="stable")
+    keep = np.ones(flat.size, bool)
+    keep[order[:n_prune]] = False
+    masks, start = {}, 0
+    for n, v in zip(names, vals, strict=True):
+        m = keep[start : start + v.size].copy()
+        if m.sum() < min(min_keep, v.size):
+            m[np.argsort(-v, kind="stable")[: min(min_keep, v.size)]] = True
+        masks[n] = m
+        start += v.size
+    return masks
+
+
+def channel_sparsity(masks: Mapping[str, np.ndarray]) -> float:
+    tot = sum(np.size(m) for m in masks.values())
+    return 1.0 - sum(int(np.sum(m)) for m in masks.values()) / tot
+
+
+# ------------------------------------------------------------------------------------------------
+# Weight- and data-based baseline scores
+
+
+def filters(model, graph: ChannelGraph) -> dict[str, np.ndarray]:
+    """`{unit: (channels, kh*kw*c_in/groups)}` flattened conv filters (one row per output channel)."""
+    out = {}
+    for u in graph.units:
+        k = np.asarray(get_path(model, u.conv).kernel[...])
+        out[u.name] = np.moveaxis(k, -1, 0).reshape(k.shape[-1], -1)
+    return out
+
+
+def magnitude_scores(model, graph: ChannelGraph) -> dict[str, np.ndarray]:
+    """l2 norm of each output filter [Li et al., 2017]."""
+    return {n: np.linalg.norm(w, axis=1) for n, w in filters(model, graph).items()}
+
+
+def fpgm_scores(model, graph: ChannelGraph) -> dict[str, np.ndarray]:
+    """FPGM [He et al., 2019]: sum of l2 distances to the layer's other filters.
+
+    Filters near the geometric median (small total distance) are the most replaceable by the rest
+    and are pruned first.
+    """
+    out = {}
+    for n, w in filters(model, graph).items():
+        d = np.sqrt(np.maximum(((w[:, None, :] - w[None, :, :]) ** 2).sum(-1), 0.0))
+        out[n] = d.sum(1)
+    return out
+
+
+def bn_scale_scores(model, graph: ChannelGraph) -> dict[str, np.ndarray]:
+    """|gamma| of the BatchNorm after each conv (Network Slimming, Liu et al., 2017)."""
+    return {u.name: np.abs(np.asarray(get_path(model, u.bn).scale[...])) for u in graph.units}
+
+
+def random_scores(graph: ChannelGraph, seed: int) -> dict[str, np.ndarray]:
+    """Uniform random scores [Li et al., 2022]."""
+    rng = np.random.default_rng(seed)
+    return {u.name: rng.random(graph.spaces[u.dst].width) for u in graph.units}
+
+
+def activation_rms_scores(model, graph: ChannelGraph, conv_mean, conv_second) -> dict:
+    """RMS over calibration samples and positions of each unit's BatchNorm output (eval mode).
+
+    With a = gamma (y - mu) / sqrt(var + eps) + beta for the pre-BN conv output y, E[a²] follows from
+    the first two moments of y: `conv_mean[u]` = E[y], `conv_second[u]` = E[y²] (per channel).
+    """
+    out = {}
+    for u in graph.units:
+        bn = get_path(model, u.bn)
+        g = np.asarray(bn.scale[...], np.float64)
+        b = np.asarray(bn.bias[...], np.float64)
+        mu = np.asarray(bn.mean[...], np.float64)
+        inv = 1.0 / np.sqrt(np.asarray(bn.var[...], np.float64) + bn.epsilon)
+        m1 = np.asarray(conv_mean[u.name], np.float64)
+        m2 = np.asarray(conv_second[u.name], np.float64)
+        ey = g * inv * (m1 - mu)
+        ey2 = (g * inv) ** 2 * (m2 - 2 * m1 * mu + mu * mu)
+        out[u.name] = np.sqrt(np.maximum(ey2 + 2 * b * ey + b * b, 0.0))
+    return out
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def taylor_scores(
+    model, graph: ChannelGraph, batches: Sequence[tuple[Any, Any]]
+) -> dict[str, np.ndarray]:
+    """First-order Taylor importance |sum_positions a * dL/da| of each unit's BN output a
+    [Molchanov et al., 2019], averaged over calibration batches (eval-mode BatchNorm).
+
+    Uses gamma dL/dgamma + beta dL/dbeta = sum_positions a dL/da: the first-order change of the loss
+    when the channel is masked (its BN scale and bias zeroed).
+    """
+    view = nnx.view(model, use_running_average=True)
+    gdef, params, rest = nnx.split(view, nnx.Param, ...)
+
+    @jax.jit
+    def contrib(params, x, y):
+        def loss(p):
+            return cross_entropy(nnx.merge(gdef, p, rest)(x), y)
+
+        g = jax.grad(loss)(params)
+        flat_p, flat_g = dict(nnx.to_flat_state(params)), dict(nnx.to_flat_state(g))
+        return {
+            u.name: jnp.abs(
+                flat_p[(*u.bn, "scale")][...] * flat_g[(*u.bn, "scale")][...]
+                + flat_p[(*u.bn, "bias")][...] * flat_g[(*u.bn, "bias")][...]
+            )
+            for u in graph.units
+        }
+
+    acc = None
+    for x, y in batches:
+        c = contrib(params, jnp.asarray(x), jnp.asarray(y))
+        acc = c if acc is None else jax.tree.map(jnp.add, acc, c)
+    if acc is None:
+        raise ValueError("`batches` is empty; pass at least one (images, labels) batch.")
+    return {k: np.asarray(v) / len(batches) for k, v in acc.items()}
+
+
+# ------------------------------------------------------------------------------------------------
+# Evaluation, lesions, peer replacement
+
+
+@functools.lru_cache(maxsize=64)
+def _eval_fn(gdef):
+    @jax.jit
+    def f(state, x, y):
+        logits = nnx.merge(gdef, state)(x)
+        return (
+            jnp.sum(jnp.argmax(logits, -1) == y),
+            optax.softmax_cross_entropy_with_integer_labels(logits, y).sum(),
+        )
+
+    return f
+
+
+def evaluate(model, images, labels, *, batch_size: int = 512) -> dict[str, float]:
+    """Eval-mode accuracy and mean cross-entropy on arrays (compiled once per architecture)."""
+    gdef, state = nnx.split(nnx.view(model, use_running_average=True))
+    f = _eval_fn(gdef)
+    correct = loss = 0.0
+    n = len(labels)
+    for i in range(0, n, batch_size):
+        c, lo = f(state, jnp.asarray(images[i : i + batch_size]),
+                  jnp.asarray(labels[i : i + batch_size]))
+        correct += float(c)
+        loss += float(lo)
+    return {"accuracy": correct / n, "loss": loss / n}
+
+
+def lesion_damage(
+    model, graph: ChannelGraph, unit: str, channels: Sequence[int], images, labels,
+    *, batch_size: int = 512,
+) -> np.ndarray:
+    """Loss increase (eval mode, no fine-tuning) when each listed channel of `unit` is masked alone."""
+    u = graph.unit(unit)
+    gdef, state = nnx.split(nnx.view(model, use_running_average=True))
+    width = graph.spaces[u.dst].width
+    channels = np.asarray(channels, np.int32)
+    if channels.size and (channels.min() < 0 or channels.max() >= width):
+        raise ValueError(f"`channels` must index 0..{width - 1} of {unit}; got {channels}.")
+
+    @jax.jit
+    def losses(state, keep, x, y):
+        def one(k):
+            m = nnx.merge(gdef, state, copy=True)
+            bn = get_path(m, u.bn)
+            bn.scale.set_value(bn.scale[...] * k)
+            bn.bias.set_value(bn.bias[...] * k)
+            return optax.softmax_cross_entropy_with_integer_labels(m(x), y).sum()
+
+        return jax.lax.map(one, keep)
+
+    keeps = jnp.asarray(np.stack([np.ones(width)] + [np.arange(width) != c for c in channels]),
+                        jnp.float32)
+    tot = np.zeros(len(keeps))
+    for i in range(0, len(labels), batch_size):
+        tot += np.asarray(losses(state, keeps, jnp.asarray(images[i : i + batch_size]),
+                                 jnp.asarray(labels[i : i + batch_size])))
+    tot /= len(labels)
+    return tot[1:] - tot[0]
+
+
+def peer_replacement(
+    model, graph: ChannelGraph, unit: str, channel: int, cov, mean, *, peers: int = 8,
+    ridge: float = 1e-3,
+):
+    """A copy of `model` whose channel is replaced by a ridge reconstruction from its top peers.
+
+    The reconstruction y_i ~ a + sum_j b_j y_j from the `peers` same-layer channels most correlated
+    with i (pre-BN conv outputs; App. K.2, top-8 peers) is fitted from the calibration covariance
+    `cov` `(N, N)` and mean `(N,)` with ridge `ridge * mean(diag)`. A conv is linear in its filters, so
+    the replacement is exact surgery: filter i <- sum_j b_j w_j and BN running mean mu_i <- mu_i - a.
+
+    Returns:
+      `(replaced_model, r2)`: the edited copy and the reconstruction R² on the calibration moments.
+    """
+    u = graph.unit(unit)
+    if u.depthwise:
+        raise ValueError(f"{unit} is depthwise: a channel's peers see other inputs, so a filter "
+                         "edit cannot express the reconstruction.")
+    cov = np.asarray(cov, np.float64)
+    mean = np.asarray(mean, np.float64)
+    sd = np.sqrt(np.maximum(np.diag(cov), 1e-30))
+    corr = cov / np.outer(sd, sd)
+    cand = [j for j in np.argsort(-np.abs(corr[channel]), kind="stable") if j != channel][:peers]
+    c_pp = cov[np.ix_(cand, cand)]
+    lam = ridge * max(float(np.mean(np.diag(c_pp))), 1e-30)
+    b = np.linalg.solve(c_pp + lam * np.eye(len(cand)), cov[cand, channel])
+    a = mean[channel] - b @ mean[cand]
+    r2 = float(b @ cov[cand, channel] * 2 - b @ c_pp @ b) / max(cov[channel, channel], 1e-30)
+    new = nnx.clone(model)
+    conv = get_path(new, u.conv)
+    k = np.array(conv.kernel[...])
+    k[..., channel] = np.tensordot(k[..., cand], b, axes=([-1], [0]))
+    conv.kernel.set_value(jnp.asarray(k, conv.kernel[...].dtype))
+    bn = get_path(new, u.bn)
+    mu = np.asarray(bn.mean[...]).copy()
+    mu[channel] -= a
+    bn.mean.set_value(jnp.asarray(mu, bn.mean[...].dtype))
+    return new, r2
+
+
+# ------------------------------------------------------------------------------------------------
+# Physical shrinking
+
+
+def shrink(model, graph: ChannelGraph, masks: Mapping[str, np.ndarray]):
+    """A smaller dense copy of `model` computing exactly what the masked model computes.
+
+    Every conv keeps the surviving channels of the spaces it reads and writes
+    (`redundax.prune.graph.alive`), BatchNorm follows its conv, a depthwise conv keeps one group per
+    surviving channel, and the classifier keeps its surviving inputs. Writers of a residual stream keep
+    the stream's surviving channels, their own masked ones with zero BN scale and bias, which is
+    what makes the outputs identical.
+
+    Returns:
+      `(small_model, small_graph)`.
+    """
+    eff = effective_masks(graph, masks)
+    new = apply_masks(nnx.clone(model), graph, eff)
+    live = {k: np.flatnonzero(v) for k, v in graph_lib.alive(graph, eff).items()}
+    for u in graph.units:
+        conv = get_path(new, u.conv)
+        out_idx = live[u.dst]
+        k = conv.kernel[...]
+        if u.depthwise:
+            k = k[..., out_idx]
+            conv.feature_group_count = len(out_idx)
+            conv.in_features = len(out_idx)
+        else:
+            in_idx = live[u.src]
+            k = k[:, :, in_idx, :][..., out_idx]
+            conv.in_features = len(in_idx)
+        conv.kernel = nnx.Param(k)
+        conv.out_features = len(out_idx)
+        conv.kernel_shape = tuple(k.shape)
+        bn = get_path(new, u.bn)
+        for attr in ("scale", "bias", "mean", "var"):
+            var = getattr(bn, attr)
+            setattr(bn, attr, type(var)(var[...][out_idx]))
+        bn.num_features = len(out_idx)
+    for d in graph.dense:
+        lin = get_path(new, d.path)
+        lin.kernel = nnx.Param(lin.kernel[...][live[d.src], :])
+        lin.in_features = len(live[d.src])
+    return new, graph_lib.channel_graph(new)
+
+
+# ------------------------------------------------------------------------------------------------
+# Recovery fine-tuning
+
+
+def _xy(batch):
+    if isinstance(batch, Mapping):
+        return jnp.asarray(batch["image"]), jnp.asarray(batch["label"])
+    x, y = batch
+    return jnp.asarray(x), jnp.asarray(y)
+
+
+def train_steps(
+    model, batches: Iterator[Any], *, steps: int, tx: optax.GradientTransformation,
+    graph: ChannelGraph | None = None, masks: Mapping[str, np.ndarray] | None = None,
+    loss_fn: Callable | None = None, callback: Callable[[int, float], None] | None = None,
+    log_every: int = 100,
+):
+    """`steps` optimizer steps (train-mode BatchNorm) on a copy of `model`; returns it in eval mode.
+
+    `callback(step, loss)` (optional) is called every `log_every` steps and after the last one.
+
+    `batches` yields `(images, labels)` or `{"image", "label"}` dicts. With `masks` (and `graph`),
+    the masked BN scale/bias are zeroed first and multiplied by zero again after every step
+    (projected SGD), so pruned channels stay pruned. `loss_fn(logits, labels)` defaults to
+    cross-entropy.
+    """
+    if steps < 0:
+        raise ValueError(f"`steps` must be >= 0; got {steps}.")
+    new = nnx.clone(model)
+    if masks is not None:
+        if graph is None:
+            raise ValueError("`masks` needs the model's `graph`.")
+        new = apply_masks(new, graph, masks)
+    if steps == 0:
+        return nnx.view(new, use_running_average=True)
+    loss_fn = cross_entropy if loss_fn is None else loss_fn
+    gdef, params, rest = nnx.split(nnx.view(new, use_running_average=False), nnx.Param, ...)
+    mult = (jax.tree.map(jnp.ones_like, params) if masks is None
+            else graph_lib.mask_multipliers(new, graph, masks))
+    opt_state = tx.init(params)
+    step = _train_step_fn(gdef, tx, loss_fn)
+    for i in range(1, steps + 1):
+        params, rest, opt_state, value = step(params, rest, opt_state, mult, *_xy(next(batches)))
+        if callback is not None and (i % max(log_every, 1) == 0 or i == steps):
+            callback(i, float(value))
+    return nnx.view(nnx.merge(gdef, params, rest), use_running_average=True)
+
+
+@functools.lru_cache(maxsize=64)
+def _train_step_fn(gdef, tx, loss_fn):
+    @jax.jit
+    def step(params, rest, opt_state, mult, x, y):
+        def loss(p):
+            m = nnx.merge(gdef, p, rest, copy=True)
+            out = loss_fn(m(x), y)
+            return out, nnx.state(m, nnx.Not(nnx.Param))
+
+        (value, rest_new), g = jax.value_and_grad(loss, has_aux=True)(params)
+        upd, opt_state = tx.update(g, opt_state, params)
+        params = jax.tree.map(lambda p, m: p * m, optax.apply_updates(params, upd), mult)
+        return params, rest_new, opt_state, value
+
+    return step
+
+
+@functools.lru_cache(maxsize=16)
+def sgd(lr: float, momentum: float, weight_decay: float) -> optax.GradientTransformation:
+    """PyTorch-style SGD (weight decay added to the gradient before momentum), cached by value."""
+    return optax.chain(optax.add_decayed_weights(weight_decay), optax.sgd(lr, momentum))
+
+
+def finetune(
+    model, graph: ChannelGraph, masks: Mapping[str, np.ndarray], batches: Iterator[Any],
+    *, steps: int, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 1e-4,
+    loss_fn: Callable | None = None,
+):
+    """Recovery fine-tune of a masked model (App. C: SGD lr 0.01, momentum 0.9, wd 1e-4).
+
+    `steps` is the protocol's min(5 epochs, 200 batches) budget; the masks are kept (`train_steps`).
+    """
+    return train_steps(model, batches, steps=steps, tx=sgd(lr, momentum, weight_decay), graph=graph, masks=masks,
+                       loss_fn=loss_fn)
+
+
+# ------------------------------------------------------------------------------------------------
+# FLOPs-matched AUC
+
+
+def common_interval(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]]):
+    """[max of per-method minima, min of per-method maxima] of the FLOPs-pruned fractions."""
+    lo = max(float(np.min(x)) for x, _ in curves.values())
+    hi = min(float(np.max(x)) for x, _ in curves.values())
+    return lo, hi
+
+
+def curve_auc(x, y, lo: float, hi: float) -> float:
+    """Mean of the piecewise-linear curve y(x) over [lo, hi] (area / interval length)."""
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    order = np.argsort(x, kind="stable")
+    x, y = x[order], y[order]
+    if hi <= lo:
+        return float("nan")
+    grid = np.unique(np.concatenate([[lo, hi], x[(x > lo) & (x < hi)]]))
+    vals = np.interp(grid, x, y)
+    return float(np.trapezoid(vals, grid) / (hi - lo))
+
+
+def flops_matched_auc(
+    curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    interval: tuple[float, float] | None = None,
+) -> tuple[dict[str, float], tuple[float, float]]:
+    """FLOPs-matched accuracy-retention AUC per method over the common FLOPs interval (App. C, F).
+
+    Args:
+      curves: `{method: (flops_pruned_fraction, accuracy_retention)}` points of each pruning curve.
+      interval: the FLOPs-pruned range to integrate over; default: the common range of all methods.
+
+    Returns:
+      `({method: AUC}, (lo, hi))`; AUC is the curve's mean retention over the interval.
+    """
+    if not curves:
+        raise ValueError("`curves` is empty.")
+    lo, hi = common_interval(curves) if interval is None else interval
+    return {k: curve_auc(x, y, lo, hi) for k, (x, y) in curves.items()}, (lo, hi)
+
+
+# ------------------------------------------------------------------------------------------------
+# Information-based scores (two-axis metrics, `redundax.analysis.channels`)
+
+LOCAL_METHODS = ("ix", "composite_ix", "local_rx", "local_compact")
+TARGET_METHODS = ("task_mi", "composite_pid", "pid_no_red")
+BASELINE_METHODS = ("magnitude", "taylor", "random", "fpgm", "bn_scale", "act_rms")
+
+
+def _z(v) -> np.ndarray:
+    v = np.asarray(v, np.float64)
+    sd = v.std()
+    return (v - v.mean()) / sd if sd > 0 else np.zeros_like(v)
+
+
+def information_scores(
+    per: Mapping[str, Mapping[str, np.ndarray]], *, alpha: float = 2.0, gamma: float = 0.25
+) -> dict[str, dict[str, np.ndarray]]:
+    """Keep scores of the local-axis and target-axis families from per-channel metrics.
+
+    z(.) standardises within the layer, so a global threshold compares layers on a common scale.
+    The paper fixes Composite-I_X's weights (alpha = 2, gamma = 0.25, no task-MI term, App. C) but
+    not its formula; here:
+
+    local axis (replaceability):
+      ix:            I_X (already per-layer normalised by sigma0² = median s_i);
+      composite_ix:  alpha z(I_X) - gamma z(R_X);
+      local_rx:      z(I_X) - z(R_X);
+      local_compact: z(I_X) - z(E_full / max(1, |H|))  (Fig. 5 local compact score, as keep score);
+    target axis (task-directed PID):
+      task_mi:       I(T; Y);
+      composite_pid: alpha z(I(T;Y)) - gamma z(Red_T) + gamma z(Syn);
+      pid_no_red:    z(I(T;Y)) + z(Syn).
+    """
+    out: dict[str, dict[str, np.ndarray]] = {k: {} for k in LOCAL_METHODS + TARGET_METHODS}
+    for name, m in per.items():
+        ix, rx = m["ix"], m["rx"]
+        out["ix"][name] = np.asarray(ix, np.float64)
+        out["composite_ix"][name] = alpha * _z(ix) - gamma * _z(rx)
+        out["local_rx"][name] = _z(ix) - _z(rx)
+        out["local_compact"][name] = _z(ix) - _z(m["compact"])
+        out["task_mi"][name] = np.asarray(m["task_mi"], np.float64)
+        out["composite_pid"][name] = (alpha * _z(m["task_mi"]) - gamma * _z(m["red_t"])
+                                      + gamma * _z(m["syn"]))
+        out["pid_no_red"][name] = _z(m["task_mi"]) + _z(m["syn"])
+    return out

@@ -1,0 +1,230 @@
+"""Command line of every experiment: configs, workdir, multi-process start-up.
+
+API:
+
+- `main(run_fn, default_config, argv=None)`: parses
+  `--config configs/<x>.py[:preset] --config.a.b=v --workdir DIR` (absl +
+  `ml_collections.config_flags`), starts `jax.distributed` when the run has several processes,
+  checks that a checkpoint already in `DIR/checkpoints` was made with the same config (see
+  `redundax.train.checkpoint.check_config`), writes `DIR/config.json` (process 0) and calls
+  `run_fn(config, workdir: pathlib.Path)`. `--workdir` defaults to `runs/<experiment>` (the
+  name of `run_fn`'s module). An override of a field the config does not have exits with an
+  error naming the field and the closest existing names.
+- `maybe_initialize_distributed(coordinator_address=None, num_processes=None, process_id=None,
+  *, auto=False) -> bool`: calls `jax.distributed.initialize` when a multi-process launch is
+  detected: the `--coordinator_address`/`--num_processes`/`--process_id` flags, the
+  environment variables `JAX_COORDINATOR_ADDRESS`, `JAX_NUM_PROCESSES`, `JAX_PROCESS_ID`, or
+  `auto` (the `--distributed` flag: let JAX detect a TPU pod, SLURM or Open MPI cluster).
+  Returns whether it initialised.
+- `unknown_config_field(config, argv) -> str | None`: the error message for an override of a
+  field `config` lacks.
+- `CONFIG_FILE = "config.json"`.
+
+Two processes on one machine, for example:
+`python -m experiments.classify --coordinator_address=127.0.0.1:12345 --num_processes=2
+--process_id=0 --workdir runs/x` and the same with `--process_id=1`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import json
+import logging as std_logging
+import os
+import pathlib
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from redundax.train import checkpoint
+
+CONFIG_FILE = "config.json"
+
+
+def _define_flags(default_config: str) -> None:
+    if "config" in flags.FLAGS:
+        return
+    config_flags.DEFINE_config_file(
+        "config", default_config, "Config file: path/to/config.py[:preset].", lock_config=True
+    )
+    flags.DEFINE_string("workdir", None, "Output directory; re-running with it resumes.")
+    flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-process).")
+    flags.DEFINE_integer("num_processes", None, "Number of processes (multi-process).")
+    flags.DEFINE_integer("process_id", None, "Index of this process (multi-process).")
+    flags.DEFINE_bool(
+        "distributed", False, "Call jax.distributed.initialize() with cluster auto-detection."
+    )
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(
+            f"environment variable {name} must be an integer; got {value!r}."
+        ) from None
+
+
+def maybe_initialize_distributed(
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    *,
+    auto: bool = False,
+) -> bool:
+    """`jax.distributed.initialize` for multi-process launches (module docstring)."""
+    coordinator_address = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS")
+    num_processes = num_processes if num_processes is not None else _env_int("JAX_NUM_PROCESSES")
+    process_id = process_id if process_id is not None else _env_int("JAX_PROCESS_ID")
+    explicit = (coordinator_address, num_processes, process_id)
+    if not auto and all(v is None for v in explicit):
+        return False
+    if not auto and (num_processes or 1) <= 1 and coordinator_address is None:
+        return False
+    if not auto and None in explicit:
+        raise ValueError(
+            "a multi-process launch needs --coordinator_address, --num_processes and "
+            f"--process_id together (got {explicit}); or pass --distributed to let JAX detect "
+            "the cluster."
+        )
+    jax.distributed.initialize(
+        coordinator_address=coordinator_address,
+        num_processes=num_processes,
+        process_id=process_id,
+    )
+    logging.info(
+        "jax.distributed: process %d of %d, %d local / %d global devices.",
+        jax.process_index(),
+        jax.process_count(),
+        jax.local_device_count(),
+        jax.device_count(),
+    )
+    return True
+
+
+# ---------------------------------------------------------------------------- config errors
+
+
+def _config_argument(argv: Sequence[str], default: str) -> str:
+    value = default
+    for i, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            value = arg.split("=", 1)[1]
+        elif arg == "--config" and i + 1 < len(argv):
+            value = argv[i + 1]
+    return value
+
+
+def _load_config(spec: str) -> Any:
+    path, _, arg = spec.partition(":")
+    module_spec = importlib.util.spec_from_file_location("_redundax_config", path)
+    if module_spec is None or module_spec.loader is None:
+        raise ValueError(f"--config: cannot load {path!r}; pass path/to/config.py[:preset].")
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.get_config(arg) if arg else module.get_config()
+
+
+def unknown_config_field(config: Any, argv: Sequence[str]) -> str | None:
+    """An error message for the first `--config.a.b=v` naming a field `config` lacks."""
+    for arg in argv:
+        if not arg.startswith("--config."):
+            continue
+        dotted = arg[len("--config.") :].split("=", 1)[0]
+        node, walked = config, []
+        for part in dotted.split("."):
+            keys = list(node.keys()) if hasattr(node, "keys") else []
+            if part not in keys:
+                where = ".".join(walked) or "the config"
+                close = difflib.get_close_matches(part, [str(k) for k in keys], n=3)
+                hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+                return (
+                    f"Unknown config field {dotted!r} in {arg.split('=', 1)[0]}: {where} has no "
+                    f"field {part!r}.{hint} Fields of {where}: {', '.join(map(str, keys)) or 'none'}."
+                )
+            walked.append(part)
+            node = node[part]
+    return None
+
+
+def _flags_parser(default_config: str) -> Callable[[list[str]], list[str]]:
+    def parse(argv: list[str]) -> list[str]:
+        try:
+            return flags.FLAGS(argv)
+        except (AttributeError, KeyError, flags.Error) as error:
+            message = None
+            try:
+                config = _load_config(_config_argument(argv, default_config))
+                message = unknown_config_field(config, argv)
+            except Exception:  # report the original error instead
+                pass
+            print(f"FATAL Flags parsing error: {message or error}", file=sys.stderr)
+            print("Pass --helpshort or --helpfull to see help on flags.", file=sys.stderr)
+            sys.exit(1)
+
+    return parse
+
+
+# ---------------------------------------------------------------------------- main
+
+
+class _LibraryInfoFilter(std_logging.Filter):
+    """Drops INFO records of orbax and grain (one per checkpoint file); warnings pass."""
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        noisy = any(f"{os.sep}{lib}{os.sep}" in record.pathname for lib in ("orbax", "grain"))
+        return record.levelno >= std_logging.WARNING or not noisy
+
+
+def _default_workdir(run_fn: Callable[..., Any]) -> pathlib.Path:
+    name = getattr(run_fn, "__module__", "") or "run"
+    if name == "__main__":  # python -m experiments.<x>: the module's real name is in its spec
+        spec = getattr(sys.modules["__main__"], "__spec__", None)
+        name = spec.name if spec is not None else "run"
+    return pathlib.Path("runs") / name.rsplit(".", 1)[-1]
+
+
+def main(
+    run_fn: Callable[[Any, pathlib.Path], Any],
+    default_config: str,
+    argv: Sequence[str] | None = None,
+) -> None:
+    """Parse flags and run `run_fn(config, workdir)` (module docstring)."""
+    _define_flags(default_config)
+
+    def _main(args: list[str]) -> None:
+        if len(args) > 1:
+            raise app.UsageError(f"unexpected arguments: {' '.join(args[1:])}")
+        fl = flags.FLAGS
+        logging.get_absl_handler().addFilter(_LibraryInfoFilter())
+        maybe_initialize_distributed(
+            fl.coordinator_address, fl.num_processes, fl.process_id, auto=fl.distributed
+        )
+        config = fl.config
+        workdir = pathlib.Path(fl.workdir) if fl.workdir else _default_workdir(run_fn)
+        try:
+            checkpoint.check_config(workdir / checkpoint.CHECKPOINT_DIR, config)
+        except ValueError as error:
+            print(f"FATAL: --workdir {workdir}: {error}", file=sys.stderr)
+            sys.exit(1)
+        if jax.process_index() == 0:
+            workdir.mkdir(parents=True, exist_ok=True)
+            (workdir / CONFIG_FILE).write_text(
+                json.dumps(checkpoint.config_to_dict(config), indent=2, sort_keys=True) + "\n"
+            )
+        logging.info("workdir %s, config:\n%s", workdir, config)
+        run_fn(config, workdir)
+
+    app.run(
+        _main,
+        argv=list(argv) if argv is not None else None,
+        flags_parser=_flags_parser(default_config),
+    )

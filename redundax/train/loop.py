@@ -1,0 +1,173 @@
+"""The training loop and full-split evaluation.
+
+API:
+
+- `train(state, train_step, batches, *, num_steps, mesh, writer=None, checkpointer=None,
+  eval_fn=None, eval_every=0, log_every=50, progress=None, log_batches=False) -> TrainState`:
+  runs `train_step` from `state.step` to `num_steps`, one process-local batch of `batches`
+  per step, sharded over the mesh's `"data"` axis. `batches` is a grain iterator
+  (`redundax.data.make_iterator`), whose position the checkpoints keep; any other iterator
+  works, with a warning that a resumed run restarts it. Every `log_every` steps the loop writes
+  the mean of the step metrics since the last log, prefixed `train/`, with `examples_per_sec`
+  and `steps_per_sec` (compilation and evaluation excluded); every `eval_every` steps and at
+  the end, `eval_fn(state)` (a dict of scalars, written as named). The checkpointer saves every `checkpointer.every` steps and at
+  the end; on SIGTERM it saves and the loop returns early (`state.step < num_steps`).
+  `progress` shows a bar (None: when stdout is a terminal); `log_batches` records a
+  fingerprint of every batch in `batches.jsonl` (process 0's part).
+- `evaluate(eval_step, state, arrays, *, batch_size, mesh) -> dict[str, float]`: means of the
+  metrics of `redundax.train.step.make_eval_step` over whole in-memory arrays (identical on
+  every process, e.g. `redundax.data.load_arrays`), in fixed-size padded batches (one
+  compilation), each process feeding its part of every batch.
+
+The loop is deliberately plain: read it top to bottom to see what a step does.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import jax
+import numpy as np
+from absl import logging
+from jax.sharding import Mesh
+
+from redundax.train import mesh as mesh_lib
+from redundax.train.checkpoint import Checkpointer
+from redundax.train.metrics import Writer, batch_fingerprint
+from redundax.train.progress import Progress
+from redundax.train.state import TrainState
+
+
+def _mean_metrics(pending: list[dict[str, jax.Array]]) -> dict[str, float]:
+    host = mesh_lib.to_host(pending)
+    return {name: float(np.mean([m[name] for m in host])) for name in host[0]}
+
+
+def train(
+    state: TrainState,
+    train_step: Callable[..., tuple[TrainState, dict[str, jax.Array]]],
+    batches: Iterator[Mapping[str, np.ndarray]],
+    *,
+    num_steps: int,
+    mesh: Mesh,
+    writer: Writer | None = None,
+    checkpointer: Checkpointer | None = None,
+    eval_fn: Callable[[TrainState], Mapping[str, float]] | None = None,
+    eval_every: int = 0,
+    log_every: int = 50,
+    progress: bool | None = None,
+    log_batches: bool = False,
+) -> TrainState:
+    """Train until `num_steps` (or a preemption); see the module docstring."""
+    if not isinstance(num_steps, int) or num_steps < 0:
+        raise ValueError(f"`num_steps` must be a non-negative int; got {num_steps!r}.")
+    if not isinstance(log_every, int) or log_every < 1:
+        raise ValueError(f"`log_every` must be an int >= 1; got {log_every!r}.")
+    step = int(mesh_lib.to_host(state.step))
+    data_iter = batches if hasattr(batches, "get_state") and hasattr(batches, "set_state") else None
+    if checkpointer is not None and data_iter is None:
+        logging.warning(
+            "`batches` (%s) has no get_state/set_state: checkpoints will not hold the data "
+            "position, so a resumed run restarts its data stream. Use a grain iterator "
+            "(redundax.data.make_iterator) to resume exactly.",
+            type(batches).__name__,
+        )
+    pending: list[dict[str, jax.Array]] = []
+    timer_start, timed_steps, examples = None, 0, 0
+
+    with Progress(num_steps, initial=step, bar=progress) as bar:
+        while step < num_steps:
+            # ---------------------------------------------------------------- one step
+            local = next(batches)
+            if log_batches and writer is not None:
+                writer.write_batch(step, batch_fingerprint(local))
+            batch = mesh_lib.shard_batch(local, mesh)
+            state, metrics = train_step(state, batch)
+            step += 1
+            pending.append(metrics)
+            if timer_start is None:  # start timing once the step is compiled and has run
+                jax.block_until_ready(metrics)
+                timer_start = time.perf_counter()
+            else:
+                timed_steps += 1
+                examples += jax.tree.leaves(batch)[0].shape[0]
+            last = step == num_steps
+
+            # ---------------------------------------------------------------- logging
+            if step % log_every == 0 or last:
+                record = {f"train/{k}": v for k, v in _mean_metrics(pending).items()}
+                elapsed = time.perf_counter() - timer_start
+                if timed_steps and elapsed > 0:
+                    record["examples_per_sec"] = examples / elapsed
+                    record["steps_per_sec"] = timed_steps / elapsed
+                if writer is not None:
+                    writer.write(step, record)
+                bar.update(step, record)
+                pending = []
+                timer_start, timed_steps, examples = time.perf_counter(), 0, 0
+            else:
+                bar.update(step)
+
+            # ---------------------------------------------------------------- evaluation
+            if eval_fn is not None and ((eval_every and step % eval_every == 0) or last):
+                paused = time.perf_counter()
+                results = dict(eval_fn(state))
+                if writer is not None:
+                    writer.write(step, results)
+                bar.update(step, results)
+                timer_start += time.perf_counter() - paused
+
+            # ---------------------------------------------------------------- checkpoint
+            if checkpointer is not None:
+                paused = time.perf_counter()
+                stop = checkpointer.should_stop(step)
+                checkpointer.save(step, state, data_iter, force=stop or last)
+                timer_start += time.perf_counter() - paused
+                if stop:
+                    checkpointer.wait()
+                    if writer is not None:
+                        writer.flush()
+                    break
+    if writer is not None:
+        writer.flush()
+    return state
+
+
+def evaluate(
+    eval_step: Callable[[TrainState, Any], dict[str, jax.Array]],
+    state: TrainState,
+    arrays: Mapping[str, np.ndarray],
+    *,
+    batch_size: int,
+    mesh: Mesh,
+) -> dict[str, float]:
+    """Means of `eval_step`'s metrics over all examples of `arrays` (module docstring)."""
+    if not arrays:
+        raise ValueError("evaluate needs at least one array in `arrays`.")
+    sizes = {len(v) for v in arrays.values()}
+    if len(sizes) != 1:
+        raise ValueError(f"all arrays need the same number of examples; got sizes {sizes}.")
+    n = sizes.pop()
+    if n == 0:
+        raise ValueError("evaluate got empty arrays (no examples).")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive int; got {batch_size!r}.")
+    devices, procs, p = mesh.size, jax.process_count(), jax.process_index()
+    b = -(-min(batch_size, n) // devices) * devices  # a multiple of the device count
+    local = b // procs
+    totals = None
+    for start in range(0, n, b):
+        m = min(b, n - start)
+        chunk = {}
+        for name, value in arrays.items():
+            v = np.asarray(value[start : start + m])
+            pad = np.zeros((b - m, *v.shape[1:]), v.dtype)
+            chunk[name] = np.concatenate([v, pad])[p * local : (p + 1) * local]
+        chunk["mask"] = (np.arange(b) < m)[p * local : (p + 1) * local]
+        sums = eval_step(state, mesh_lib.shard_batch(chunk, mesh))
+        totals = sums if totals is None else jax.tree.map(lambda a, c: a + c, totals, sums)
+    host = mesh_lib.to_host(totals)
+    count = float(host.pop("count"))
+    return {name: float(v) / count for name, v in host.items()}

@@ -1,0 +1,75 @@
+"""Progress display: a tqdm bar on a terminal, periodic log lines otherwise; process 0 only.
+
+API:
+
+- `Progress(total, *, initial=0, bar=None, enabled=None, desc="train")`: `bar` defaults to
+  whether stdout is a terminal; `enabled` to `jax.process_index() == 0`.
+  `update(step, metrics=None)` moves the bar to `step` and shows `metrics` beside it; without
+  a bar, `update` with metrics logs one line `step 100/500 (20%): loss=0.312 ...` (call it at
+  the logging interval). `close()`; a context manager.
+- `format_metrics(metrics) -> str`: `name=value` pairs with 4 significant digits.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+from absl import logging
+
+
+def format_metrics(metrics: Mapping[str, Any]) -> str:
+    """`a=0.1234 b=12.35` (None shown as nan)."""
+    parts = []
+    for name, value in metrics.items():
+        parts.append(f"{name}={float('nan') if value is None else float(value):.4g}")
+    return " ".join(parts)
+
+
+class Progress:
+    """Training progress on process 0 (module docstring)."""
+
+    def __init__(
+        self,
+        total: int,
+        *,
+        initial: int = 0,
+        bar: bool | None = None,
+        enabled: bool | None = None,
+        desc: str = "train",
+    ):
+        self.total, self.step = int(total), int(initial)
+        self.enabled = jax.process_index() == 0 if enabled is None else bool(enabled)
+        use_bar = sys.stdout.isatty() if bar is None else bool(bar)
+        self._bar = None
+        if self.enabled and use_bar:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=self.total, initial=self.step, desc=desc, dynamic_ncols=True)
+
+    def update(self, step: int, metrics: Mapping[str, Any] | None = None) -> None:
+        """Progress to `step`; show or log `metrics` when given."""
+        step = int(step)
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.update(step - self.step)
+            if metrics:
+                self._bar.set_postfix_str(format_metrics(metrics), refresh=False)
+        elif metrics:
+            pct = 100.0 * step / max(self.total, 1)
+            logging.info("step %d/%d (%.0f%%): %s", step, self.total, pct, format_metrics(metrics))
+        self.step = step
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

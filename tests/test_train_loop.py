@@ -1,0 +1,76 @@
+"""redundax.train.loop.train: what it logs, when it evaluates and checkpoints."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from redundax.train import checkpoint, loop, metrics, step
+from redundax.train import mesh as mesh_lib
+from redundax.train import state as state_lib
+
+
+def _batches(n_steps, seed=0):
+    rng = np.random.default_rng(seed)
+    for _ in range(n_steps):
+        yield {"x": rng.normal(size=(8, 3)).astype(np.float32),
+               "y": rng.normal(size=(8, 1)).astype(np.float32)}  # fmt: skip
+
+
+def _loss(model, batch, rng):
+    del rng
+    return jnp.mean((model(batch["x"]) - batch["y"]) ** 2), {}
+
+
+def _run(tmp_path, log_every, steps=6, **kwargs):
+    tx = optax.sgd(0.05)
+    mesh = mesh_lib.make_data_mesh()
+    state = mesh_lib.replicate(state_lib.create(nnx.Linear(3, 1, rngs=nnx.Rngs(0)), tx, 0), mesh)
+    with metrics.Writer(tmp_path, tensorboard=False) as writer:
+        state = loop.train(state, step.make_train_step(_loss, tx), _batches(steps),
+                           num_steps=steps, mesh=mesh, writer=writer, log_every=log_every,
+                           progress=False, **kwargs)  # fmt: skip
+    return state, metrics.read_jsonl(tmp_path / metrics.METRICS_FILE)
+
+
+def test_logged_metrics_are_means_over_the_logging_interval(tmp_path):
+    _, every_step = _run(tmp_path / "a", log_every=1)
+    _, every_fourth = _run(tmp_path / "b", log_every=4)
+    losses = [r["train/loss"] for r in every_step]
+    assert [r["step"] for r in every_step] == [1, 2, 3, 4, 5, 6]
+    # step 4: mean of steps 1-4; step 6 (the end): mean of steps 5-6
+    assert [r["step"] for r in every_fourth] == [4, 6]
+    assert every_fourth[0]["train/loss"] == pytest.approx(np.mean(losses[:4]), rel=1e-6)
+    assert every_fourth[1]["train/loss"] == pytest.approx(np.mean(losses[4:]), rel=1e-6)
+    assert every_fourth[1]["examples_per_sec"] > 0 and "steps_per_sec" in every_fourth[1]
+
+
+def test_evaluation_cadence_and_final_checkpoint(tmp_path):
+    calls = []
+
+    def eval_fn(state):
+        calls.append(int(state.step))
+        return {"eval/step_seen": float(state.step)}
+
+    with checkpoint.Checkpointer(tmp_path / "ckpt", every=4) as ckpt:
+        state, records = _run(
+            tmp_path, log_every=10, steps=7, eval_fn=eval_fn, eval_every=3, checkpointer=ckpt
+        )
+    assert calls == [3, 6, 7]  # every 3 steps and at the end
+    assert [(r["step"], r["eval/step_seen"]) for r in records if "eval/step_seen" in r] == [
+        (3, 3.0), (6, 6.0), (7, 7.0)
+    ]  # fmt: skip
+    assert int(state.step) == 7
+    assert checkpoint.read_state(tmp_path / "ckpt")[0] == 7
+    with checkpoint.Checkpointer(tmp_path / "ckpt", every=4) as ckpt:
+        assert sorted(ckpt.manager.all_steps()) == [4, 7]  # periodic + final
+
+
+def test_bad_loop_arguments(tmp_path):
+    with pytest.raises(ValueError, match="num_steps"):
+        _run(tmp_path, log_every=1, steps=-1)
+    with pytest.raises(ValueError, match="log_every"):
+        _run(tmp_path, log_every=0)
