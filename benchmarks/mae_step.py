@@ -5,7 +5,7 @@
     taskset -c 0 python benchmarks/mae_step.py     # both frameworks on one core
 
 Measured in one run, on the same machine, batch and mask ratio (median of ``--repeats`` timed steps
-after warm-up, the cases timed in turn within each repeat so that load changes hit them alike;
+over rounds that visit the cases in turn, so that load changes hit them alike;
 every step is forward + backward + AdamW update):
 
   jax            redundax MAE step, plain reconstruction loss (``penalty=False``)
@@ -64,18 +64,18 @@ def _median_time(fn, repeats: int, warmup: int = 2) -> float:
     return statistics.median(times)
 
 
-def interleaved_medians(cases: dict, repeats: int, warmup: int = 2) -> dict[str, float]:
-    """Median seconds per call of each case, the cases timed in turn within every repeat, so a
-    change in machine load affects them alike."""
-    for fn in cases.values():
-        for _ in range(warmup):
-            fn()
+def interleaved_medians(cases: dict, repeats: int, inner: int = 3) -> dict[str, float]:
+    """Median seconds per call of each case over ``repeats`` rounds. Every round visits the cases
+    in turn (so a change in machine load affects them alike); each visit makes one untimed call
+    (switching cases disturbs caches and thread pools) and then times ``inner`` calls."""
     times: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(repeats):
         for name, fn in cases.items():
-            t0 = time.perf_counter()
             fn()
-            times[name].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            for _ in range(inner):
+                fn()
+            times[name].append((time.perf_counter() - t0) / inner)
     return {name: statistics.median(t) for name, t in times.items()}
 
 

@@ -100,6 +100,12 @@ def maybe_initialize_distributed(
         num_processes=num_processes,
         process_id=process_id,
     )
+    # A first collective while all processes are in step: the CPU (gloo) collectives set up
+    # their communicator on first use and give up after 30 s, which a slow process could
+    # otherwise exceed (e.g. compiling its model initialisation) before the first sync.
+    from jax.experimental import multihost_utils
+
+    multihost_utils.sync_global_devices("redundax.train.cli: start")
     logging.info(
         "jax.distributed: process %d of %d, %d local / %d global devices.",
         jax.process_index(),
