@@ -172,19 +172,17 @@ def pruning_curves(config, model, graph, fm, scores, train, test, base_acc, seed
                 config.prune.finetune_epochs * max(1, n_train // config.train.batch_size))
     curves = {}
     for meth, sc in scores.items():
-        xs, ys, sp = [], [], []
-        for s in config.prune.sparsities:
-            masks = pc.global_threshold_masks(graph, sc, s, min_keep=config.prune.min_keep)
-            pruned = 1.0 - fl.count_macs(fm, graph, masks)["total"] / full
-            ft = pc.finetune(model, graph, masks, batch_stream(*train, config.train.batch_size,
-                                                               seed + 7),
-                             steps=steps, lr=config.prune.lr, momentum=config.prune.momentum,
-                             weight_decay=config.prune.weight_decay)
-            acc = pc.evaluate(ft, *test, batch_size=config.eval_batch_size)["accuracy"]
-            xs.append(pruned)
-            ys.append(acc / base_acc if base_acc > 0 else 0.0)
-            sp.append(pc.channel_sparsity(masks))
+        masks = [pc.global_threshold_masks(graph, sc, s, min_keep=config.prune.min_keep)
+                 for s in config.prune.sparsities]
+        xs = [1.0 - fl.count_macs(fm, graph, m)["total"] / full for m in masks]
+        sp = [pc.channel_sparsity(m) for m in masks]
+        accs = pc.recovery_accuracies(
+            model, graph, masks, lambda: batch_stream(*train, config.train.batch_size, seed + 7),
+            *test, steps=steps, lr=config.prune.lr, momentum=config.prune.momentum,
+            weight_decay=config.prune.weight_decay, batch_size=config.eval_batch_size)
+        ys = [acc / base_acc if base_acc > 0 else 0.0 for acc in accs]
         curves[meth] = {"flops_pruned": xs, "retention": ys, "channel_sparsity": sp}
+        logging.info("  %-14s retention %s", meth, " ".join(f"{y:.2f}" for y in ys))
     return curves
 
 
@@ -216,20 +214,27 @@ def run(config, workdir: pathlib.Path) -> dict:
         runs = []
         for seed in config.seeds:
             tag = f"{arch.name}/seed{seed}"
+            clock = _PhaseClock(tag)
             model = build_model(arch, spec.num_classes, cin, seed)
             graph = G.channel_graph(model)
             model = train_model(config, arch, model, train_source, n_train, seed, writer, tag)
             base = pc.evaluate(model, *test, batch_size=config.eval_batch_size)
+            clock("train")
             stats = ana.extract_stats(model, graph, *calib, batch_size=config.calib.batch_size)
             per, summ = ana.compute_metrics(model, graph, stats, mcfg)
+            clock("metrics")
             align = ana.alignment_summary(per, k=config.metrics.kmeans_k,
                                           n_perm=config.metrics.n_perm, seed=seed)
             prop = ana.propagation(model, graph, per)
+            clock("alignment")
             lesion = lesion_probe(config, model, graph, per, test, np.random.default_rng(seed))
+            clock("lesions")
             fm = fl.flops_model(model, graph, (h, w, cin))
             scores = method_scores(config, model, graph, per, calib, seed)
+            clock("scores")
             curves = pruning_curves(config, model, graph, fm, scores, train, test,
                                     base["accuracy"], seed, n_train)
+            clock("pruning")
             _save_checkpoint(workdir / "checkpoints" / f"{arch.name}_seed{seed}", model)
             writer.write(0, {f"{tag}/test_accuracy": base["accuracy"]})
             runs.append({
@@ -251,6 +256,18 @@ def run(config, workdir: pathlib.Path) -> dict:
     plots.write_all(results, workdir)
     writer.close()
     return results
+
+
+class _PhaseClock:
+    """Logs the wall time of each phase of one (architecture, seed) run."""
+
+    def __init__(self, tag: str):
+        self.tag, self.t = tag, time.perf_counter()
+
+    def __call__(self, phase: str) -> None:
+        now = time.perf_counter()
+        logging.info("%s: %s took %.1f s", self.tag, phase, now - self.t)
+        self.t = now
 
 
 def _save_checkpoint(path: pathlib.Path, model) -> None:

@@ -158,6 +158,28 @@ def test_finetune_keeps_masks_and_learns():
     np.testing.assert_allclose(logits(small, xs[:4]), logits(ft, xs[:4]), atol=2e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("arch", ["resnet", "mobilenet"])
+def test_recovery_accuracies_equal_finetune_then_evaluate(arch):
+    model = randomize_bn(tiny_models()[arch], 3)
+    g = G.channel_graph(model)
+    rng = np.random.default_rng(1)
+    xs = np.asarray(images(48, 8))
+    ys = (np.arange(48) % 3).astype(np.int32)
+
+    def batches():
+        for i in range(100):
+            j = (16 * i) % 48
+            yield xs[j : j + 16], ys[j : j + 16]
+
+    masks_seq = [{u: rng.random(w) < keep for u, w in G.unit_channels(g).items()}
+                 for keep in (0.9, 0.5)]
+    fast = pc.recovery_accuracies(model, g, masks_seq, batches, xs, ys, steps=4, lr=0.05,
+                                  batch_size=20)
+    slow = [pc.evaluate(pc.finetune(model, g, m, batches(), steps=4, lr=0.05), xs, ys,
+                        batch_size=20)["accuracy"] for m in masks_seq]
+    assert fast == slow
+
+
 def test_taylor_is_first_order_loss_change():
     model = randomize_bn(tiny_models()["vgg"], 6)
     g = G.channel_graph(model)

@@ -212,17 +212,22 @@ def _pad(a: np.ndarray, size: int, diag: float = 0.0) -> np.ndarray:
     return out
 
 
+@jax.jit
+def _layer_moments(spatial: Moments, pooled: Moments):
+    """Covariance and correlation of the spatial samples, correlation of [GAP(Y), T] (one program)."""
+    return spatial.covariance(), spatial.correlation(), pooled.correlation()
+
+
 def layer_metrics(model, unit: graph_lib.Unit, st: LayerStats, cfg: MetricConfig = MetricConfig()):
     """Per-channel metrics `{name: (N,)}` and layer summaries `{name: float}` of one unit."""
-    cov = np.asarray(st.spatial.covariance(), np.float64)
+    cov, corr_sp, pooled = (np.asarray(a) for a in _layer_moments(st.spatial, st.pooled))
+    cov = cov.astype(np.float64)
     var = np.diag(cov).copy()
     w = unit_filters(model, unit)
     if st.patches is not None:
         s = np.asarray(fch.signal_power(jnp.asarray(w), st.patches.covariance()))
     else:
         s = var
-    corr_sp = np.asarray(st.spatial.correlation())
-    pooled = np.asarray(st.pooled.correlation())
     corr_p, r_t = pooled[:-1, :-1], pooled[:-1, -1]
     n = corr_sp.shape[-1]
     mean = np.asarray(st.spatial.mean, np.float64)

@@ -67,7 +67,7 @@ import tensorflow_datasets as tfds
 from redundax.data import digits as digits_lib
 from redundax.data.builder_base import ArrayRecordBuilder
 from redundax.data.pipeline import resolve_shard, steps_per_epoch
-from redundax.data.registry import _file_lock, resolve_data_dir
+from redundax.data.registry import file_lock, resolve_data_dir
 
 # ---------------------------------------------------------------------------------------------
 # Specs
@@ -546,7 +546,7 @@ def builder(
     if b.is_prepared():
         return b
     root.mkdir(parents=True, exist_ok=True)
-    with _file_lock(root / f".{cls.name}.lock"):
+    with file_lock(root / f".{cls.name}.lock"):
         b = cls(**kwargs)
         if not b.is_prepared():
             b.download_and_prepare()

@@ -113,7 +113,7 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> pathlib.Path:
 
 
 @contextlib.contextmanager
-def _file_lock(path: pathlib.Path) -> Iterator[None]:
+def file_lock(path: pathlib.Path) -> Iterator[None]:
     try:
         import fcntl
     except ImportError:  # no POSIX locks: preparation is not guarded
@@ -140,7 +140,7 @@ def builder(
     if b.is_prepared():
         return b
     root.mkdir(parents=True, exist_ok=True)
-    with _file_lock(root / f".{cls.name}.lock"):
+    with file_lock(root / f".{cls.name}.lock"):
         b = cls(**kwargs)  # another process may have prepared it meanwhile
         if not b.is_prepared():
             b.download_and_prepare()

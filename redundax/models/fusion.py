@@ -32,8 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from redundax.models.layers import ConvBN
 from redundax.models.resnet import BasicBlock
-from redundax.models.vgg import ConvBN
 
 
 class FusionOutput(NamedTuple):

@@ -10,7 +10,7 @@ stride 1 (32x32 -> 4x4 before pooling). Blocks with t = 1 have no expansion conv
 final conv width (1280 by default, scaled by `width` when `width` < 1 only if given explicitly).
 BatchNorm: momentum 0.9, epsilon 1e-5.
 
-Intermediates: as in `redundax.models.vgg`, every `ConvBN` exposes its pre-BN conv output at
+Intermediates: as in `redundax.models.layers`, every `ConvBN` exposes its pre-BN conv output at
 `(..., "conv", "__call__")` and its input at `(..., "conv_in", "__call__")` under
 `nnx.capture(model, nnx.Intermediate, method_outputs=nnx.Intermediate)`.
 """
@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from redundax.models.vgg import ConvBN
+from redundax.models.layers import ConvBN
 
 CIFAR_SETTINGS: tuple[tuple[int, int, int, int], ...] = (
     (1, 16, 1, 1),

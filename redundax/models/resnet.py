@@ -15,7 +15,7 @@ Presets:
 
 Attribute layout (used by `redundax.prune.graph`): `stem`, `stages[s][b]` (a `BasicBlock` with
 `conv1`, `conv2` and `shortcut`, the latter None for identity shortcuts), `classifier`. Every
-conv -> BatchNorm pair is a `redundax.models.vgg.ConvBN`.
+conv -> BatchNorm pair is a `redundax.models.layers.ConvBN`.
 
 Intermediates (the pre-BatchNorm hook convention of Safaai et al., two-axis channel
 information, Sec. 2.1): under `nnx.capture(model, nnx.Intermediate,
@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from redundax.models.vgg import ConvBN
+from redundax.models.layers import ConvBN
 
 
 class BasicBlock(nnx.Module):

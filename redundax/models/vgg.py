@@ -19,50 +19,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from redundax.models.layers import ConvBN
+
 VGG16_CFG: tuple[int | str, ...] = (
     64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M",
 )
-
-conv_init = nnx.initializers.variance_scaling(2.0, "fan_out", "normal")
-
-
-class Tap(nnx.Module):
-    """Identity whose output `nnx.capture(..., method_outputs=...)` records (a conv's input)."""
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return x
-
-
-class ConvBN(nnx.Module):
-    """Conv (no bias) -> BatchNorm; the pre-BN output and the conv input are capturable."""
-
-    def __init__(
-        self,
-        in_features: int,
-        out_features: int,
-        kernel: int,
-        *,
-        stride: int = 1,
-        groups: int = 1,
-        rngs: nnx.Rngs,
-    ):
-        self.conv_in = Tap()
-        self.conv = nnx.Conv(
-            in_features,
-            out_features,
-            (kernel, kernel),
-            strides=(stride, stride),
-            padding=((kernel // 2, kernel // 2),) * 2,
-            feature_group_count=groups,
-            use_bias=False,
-            kernel_init=conv_init,
-            rngs=rngs,
-        )
-        self.bn = nnx.BatchNorm(out_features, momentum=0.9, epsilon=1e-5, rngs=rngs)
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return self.bn(self.conv(self.conv_in(x)))
-
 
 def _scaled(c: int, width: float) -> int:
     if width <= 0:

@@ -73,7 +73,9 @@ def figure1(
     ax.set_xlim(lo_x - pad, hi_x + pad)
     ax.set_xlabel(r"spectral redundancy $\mathcal{R}_{spec}$ (held-out Z)")
     ax.set_ylabel("linear-probe top-1 (%)")
-    title = "R* estimate supported" if r_star.get("supported") else "points do not support a U"
+    title = "U supported" if r_star.get("supported") else "points do not support a U"
+    if gap is not None and gap[0] < (r_star.get("r_star") or -1) < gap[1]:
+        title += "; fitted peak lies where no member is"
     ax.set_title(f"Accuracy vs redundancy ({title})", fontsize=10)
     ax.legend(fontsize=6.5, ncol=2, loc="best")
     fig.tight_layout()

@@ -421,6 +421,52 @@ def finetune(
                        loss_fn=loss_fn)
 
 
+@functools.lru_cache(maxsize=64)
+def _eval_split_fn(gdef):
+    @jax.jit
+    def f(params, rest, x, y):
+        logits = nnx.view(nnx.merge(gdef, params, rest), use_running_average=True)(x)
+        return jnp.sum(jnp.argmax(logits, -1) == y)
+
+    return f
+
+
+def recovery_accuracies(
+    model, graph: ChannelGraph, masks_seq: Sequence[Mapping[str, np.ndarray]],
+    batches: Callable[[], Iterator[Any]], images, labels, *, steps: int, lr: float = 0.01,
+    momentum: float = 0.9, weight_decay: float = 1e-4, loss_fn: Callable | None = None,
+    batch_size: int = 512,
+) -> list[float]:
+    """Test accuracy after a masked recovery fine-tune, for each mask set in `masks_seq`.
+
+    The same numbers as `evaluate(finetune(model, graph, masks, batches(), ...), images, labels)`
+    for each `masks` (every fine-tune starts from `model` and a fresh `batches()` stream), with the
+    model split once and every step run on the split state: a pruning curve is many short
+    fine-tunes, where per-call graph traversals would otherwise cost as much as the steps.
+    """
+    if steps < 0:
+        raise ValueError(f"`steps` must be >= 0; got {steps}.")
+    loss_fn = cross_entropy if loss_fn is None else loss_fn
+    tx = sgd(lr, momentum, weight_decay)
+    gdef, params, rest = nnx.split(nnx.view(model, use_running_average=False), nnx.Param, ...)
+    step = _train_step_fn(gdef, tx, loss_fn)
+    count = _eval_split_fn(gdef)
+    out = []
+    for masks in masks_seq:
+        mult = graph_lib.multipliers_like(params, graph, masks)
+        p = jax.tree.map(lambda a, m: a * m, params, mult)
+        r, opt_state = rest, tx.init(p)
+        it = batches()
+        for _ in range(steps):
+            p, r, opt_state, _ = step(p, r, opt_state, mult, *_xy(next(it)))
+        correct = 0.0
+        for i in range(0, len(labels), batch_size):
+            correct += float(count(p, r, jnp.asarray(images[i : i + batch_size]),
+                                   jnp.asarray(labels[i : i + batch_size])))
+        out.append(correct / len(labels))
+    return out
+
+
 # ------------------------------------------------------------------------------------------------
 # FLOPs-matched AUC
 

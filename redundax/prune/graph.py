@@ -305,10 +305,14 @@ def mask_multipliers(model, graph: ChannelGraph, masks: Mapping[str, Any]) -> nn
     Multiplying parameters by it after each optimizer step keeps masked channels pruned while
     fine-tuning (projected SGD).
     """
+    return multipliers_like(nnx.state(model, nnx.Param), graph, masks)
+
+
+def multipliers_like(params: nnx.State, graph: ChannelGraph, masks: Mapping[str, Any]) -> nnx.State:
+    """`mask_multipliers` for an already split parameter state `params`."""
     import jax
     import jax.numpy as jnp
 
-    params = nnx.state(model, nnx.Param)
     mult = jax.tree.map(jnp.ones_like, params)
     eff = effective_masks(graph, masks)
     flat = dict(nnx.to_flat_state(mult))
