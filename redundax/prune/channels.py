@@ -106,7 +106,10 @@ def fpgm_scores(model, graph: ChannelGraph) -> dict[str, np.ndarray]:
     """FPGM [He et al., 2019]: sum of l2 distances to the layer's other filters.
 
     Filters near the geometric median (small total distance) are the most replaceable by the rest
-    and are pruned first.
+    and are pruned first. Under one global threshold the sums are not comparable across layers: a
+    sum over more peers is larger, so narrow layers (and depthwise units, whose filters are short)
+    are pruned first. FPGM itself prunes a fixed fraction per layer; the paper does not say how it
+    places FPGM under its global threshold, so this score is used as is.
     """
     out = {}
     for n, w in filters(model, graph).items():
