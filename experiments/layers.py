@@ -41,7 +41,6 @@ from redundax.prune import layers as pl
 from redundax.train import cli
 from redundax.train import metrics as metrics_lib
 from redundax.train import state as state_lib
-from redundax.train import step as step_lib
 
 DEFAULT_CONFIG = str(pathlib.Path(__file__).resolve().parent.parent / "configs" / "layers.py")
 
@@ -577,20 +576,12 @@ def _predict(model: SequenceClassifier, data, batch_size: int) -> np.ndarray:
 def _glue_train_step(
     num_labels: int, total: int, learning_rate: float, weight_decay: float, warmup_fraction: float
 ):
-    """AdamW with linear warm-up/decay and its jitted step; shared by fine-tunes with the same
-    settings, so every encoder pruned to the same depth reuses one compilation."""
-    warmup = max(1, int(warmup_fraction * total))
-    schedule = optax.join_schedules(
-        [
-            optax.linear_schedule(0.0, learning_rate, warmup),
-            optax.linear_schedule(learning_rate, 0.0, max(total - warmup, 1)),
-        ],
-        [warmup],
+    """AdamW with linear warm-up/decay and its jitted step (`redundax.prune.layers`), for one
+    classification head size: the loss function object is made once per `num_labels`."""
+    tx, _, step = pl.adamw_warmup_step(
+        _classification_loss(num_labels), total, learning_rate, weight_decay, warmup_fraction
     )
-    tx = optax.adamw(schedule, weight_decay=weight_decay)
-    return tx, step_lib.make_train_step(
-        _classification_loss(num_labels), tx, learning_rate=schedule
-    )
+    return tx, step
 
 
 def _finetune(

@@ -328,9 +328,13 @@ def detached_copy(model: nnx.Module) -> nnx.Module:
 
 
 @functools.lru_cache(maxsize=16)
-def _recovery_step(loss_fn, steps, learning_rate, weight_decay, warmup_fraction):
-    """Optimizer, learning-rate schedule and jitted train step, shared by every `recover` call with the same
-    settings: encoders of the same depth then share one compilation."""
+def adamw_warmup_step(loss_fn, steps, learning_rate, weight_decay, warmup_fraction):
+    """`(tx, schedule, train_step)`: AdamW with linear warm-up to `learning_rate` over
+    `warmup_fraction * steps` steps and linear decay to 0, and its jitted platform train step.
+
+    Cached by value: every fine-tune with the same settings (encoders pruned to the same depth)
+    shares one compilation. `loss_fn` must be the same object across calls for the cache to hit.
+    """
     from redundax.train import step as step_lib
 
     warmup = max(1, int(warmup_fraction * steps))
@@ -369,7 +373,7 @@ def recover(
         raise ValueError(f"`steps` must be >= 0; got {steps}.")
     if steps == 0:
         return detached_copy(model)
-    tx, _, train_step = _recovery_step(
+    tx, _, train_step = adamw_warmup_step(
         loss_fn, steps, float(learning_rate), float(weight_decay), float(warmup_fraction)
     )
     state = state_lib.create(detached_copy(model), tx, seed)
