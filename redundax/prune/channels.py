@@ -197,8 +197,8 @@ def taylor_scores(
 @functools.lru_cache(maxsize=64)
 def _eval_fn(gdef):
     @jax.jit
-    def f(state, x, y):
-        logits = nnx.merge(gdef, state)(x)
+    def f(params, rest, x, y):
+        logits = nnx.view(nnx.merge(gdef, params, rest), use_running_average=True)(x)
         return (
             jnp.sum(jnp.argmax(logits, -1) == y),
             optax.softmax_cross_entropy_with_integer_labels(logits, y).sum(),
@@ -207,18 +207,22 @@ def _eval_fn(gdef):
     return f
 
 
-def evaluate(model, images, labels, *, batch_size: int = 512) -> dict[str, float]:
-    """Eval-mode accuracy and mean cross-entropy on arrays (compiled once per architecture)."""
-    gdef, state = nnx.split(nnx.view(model, use_running_average=True))
+def _evaluate_split(gdef, params, rest, images, labels, batch_size: int) -> dict[str, float]:
     f = _eval_fn(gdef)
     correct = loss = 0.0
     n = len(labels)
     for i in range(0, n, batch_size):
-        c, lo = f(state, jnp.asarray(images[i : i + batch_size]),
+        c, lo = f(params, rest, jnp.asarray(images[i : i + batch_size]),
                   jnp.asarray(labels[i : i + batch_size]))
         correct += float(c)
         loss += float(lo)
     return {"accuracy": correct / n, "loss": loss / n}
+
+
+def evaluate(model, images, labels, *, batch_size: int = 512) -> dict[str, float]:
+    """Eval-mode accuracy and mean cross-entropy on arrays (compiled once per architecture)."""
+    gdef, params, rest = nnx.split(model, nnx.Param, ...)
+    return _evaluate_split(gdef, params, rest, images, labels, batch_size)
 
 
 def lesion_damage(
@@ -375,17 +379,24 @@ def train_steps(
         new = apply_masks(new, graph, masks)
     if steps == 0:
         return nnx.view(new, use_running_average=True)
-    loss_fn = cross_entropy if loss_fn is None else loss_fn
     gdef, params, rest = nnx.split(nnx.view(new, use_running_average=False), nnx.Param, ...)
     mult = (jax.tree.map(jnp.ones_like, params) if masks is None
-            else graph_lib.mask_multipliers(new, graph, masks))
+            else graph_lib.multipliers_like(params, graph, masks))
+    params, rest = _projected_steps(gdef, params, rest, mult, batches, steps=steps, tx=tx,
+                                    loss_fn=loss_fn, callback=callback, log_every=log_every)
+    return nnx.view(nnx.merge(gdef, params, rest), use_running_average=True)
+
+
+def _projected_steps(gdef, params, rest, mult, batches, *, steps, tx, loss_fn=None, callback=None,
+                     log_every: int = 100):
+    """`steps` train-mode steps on split state, parameters multiplied by `mult` after each."""
+    step = _train_step_fn(gdef, tx, cross_entropy if loss_fn is None else loss_fn)
     opt_state = tx.init(params)
-    step = _train_step_fn(gdef, tx, loss_fn)
     for i in range(1, steps + 1):
         params, rest, opt_state, value = step(params, rest, opt_state, mult, *_xy(next(batches)))
         if callback is not None and (i % max(log_every, 1) == 0 or i == steps):
             callback(i, float(value))
-    return nnx.view(nnx.merge(gdef, params, rest), use_running_average=True)
+    return params, rest
 
 
 @functools.lru_cache(maxsize=64)
@@ -424,16 +435,6 @@ def finetune(
                        loss_fn=loss_fn)
 
 
-@functools.lru_cache(maxsize=64)
-def _eval_split_fn(gdef):
-    @jax.jit
-    def f(params, rest, x, y):
-        logits = nnx.view(nnx.merge(gdef, params, rest), use_running_average=True)(x)
-        return jnp.sum(jnp.argmax(logits, -1) == y)
-
-    return f
-
-
 def recovery_accuracies(
     model, graph: ChannelGraph, masks_seq: Sequence[Mapping[str, np.ndarray]],
     batches: Callable[[], Iterator[Any]], images, labels, *, steps: int, lr: float = 0.01,
@@ -449,24 +450,14 @@ def recovery_accuracies(
     """
     if steps < 0:
         raise ValueError(f"`steps` must be >= 0; got {steps}.")
-    loss_fn = cross_entropy if loss_fn is None else loss_fn
     tx = sgd(lr, momentum, weight_decay)
     gdef, params, rest = nnx.split(nnx.view(model, use_running_average=False), nnx.Param, ...)
-    step = _train_step_fn(gdef, tx, loss_fn)
-    count = _eval_split_fn(gdef)
     out = []
     for masks in masks_seq:
         mult = graph_lib.multipliers_like(params, graph, masks)
-        p = jax.tree.map(lambda a, m: a * m, params, mult)
-        r, opt_state = rest, tx.init(p)
-        it = batches()
-        for _ in range(steps):
-            p, r, opt_state, _ = step(p, r, opt_state, mult, *_xy(next(it)))
-        correct = 0.0
-        for i in range(0, len(labels), batch_size):
-            correct += float(count(p, r, jnp.asarray(images[i : i + batch_size]),
-                                   jnp.asarray(labels[i : i + batch_size])))
-        out.append(correct / len(labels))
+        p, r = _projected_steps(gdef, jax.tree.map(lambda a, m: a * m, params, mult), rest, mult,
+                                batches(), steps=steps, tx=tx, loss_fn=loss_fn)
+        out.append(_evaluate_split(gdef, p, r, images, labels, batch_size)["accuracy"])
     return out
 
 
