@@ -10,6 +10,10 @@ axes. Information is in nats. See each module for the paper equations it impleme
 - `fdiv`: f-kernels and R_f (Def. 1, eq. 1) on discrete tables and Gaussian closed forms.
 - `entropy_rate`: layer redundancy scores (eq. 25) and entropy-rate estimators (layer pruning paper).
 - `channels`: two-axis per-channel information (channel paper), imported as a submodule.
+- `higher_order`: dual total correlation, O- and S-information (Gaussian, discrete), multiplets.
+- `knn`: Kraskov-Stoegbauer-Grassberger nearest-neighbour total correlation.
+- `variational`: Fenchel-dual lower bound on R_f with a trained critic (uses Flax NNX and optax).
+- `bootstrap`: bootstrap, subsampling and jackknife intervals for any sample functional.
 - `sensitivity`: perturbation-sensitivity redundancy score of an encoder (RedReg).
 """
 
@@ -45,6 +49,20 @@ from redundax.functionals.gaussian import (
     gaussian_total_correlation,
     gaussian_total_correlation_from_corr,
 )
+from redundax.functionals.higher_order import (
+    HigherOrder,
+    all_subsets,
+    discrete_higher_order,
+    discrete_unit_contributions,
+    gaussian_dual_total_correlation,
+    gaussian_higher_order,
+    gaussian_higher_order_from_corr,
+    gaussian_multiplets,
+    gaussian_o_information,
+    gaussian_s_information,
+    gaussian_unit_contributions,
+    gaussian_unit_contributions_from_corr,
+)
 from redundax.functionals.moments import (
     Moments,
     correlation,
@@ -62,6 +80,18 @@ from redundax.functionals.spectral import (
 )
 
 __all__ = [
+    "HigherOrder",
+    "all_subsets",
+    "discrete_higher_order",
+    "discrete_unit_contributions",
+    "gaussian_dual_total_correlation",
+    "gaussian_higher_order",
+    "gaussian_higher_order_from_corr",
+    "gaussian_multiplets",
+    "gaussian_o_information",
+    "gaussian_s_information",
+    "gaussian_unit_contributions",
+    "gaussian_unit_contributions_from_corr",
     "FKernel",
     "Moments",
     "RedundancyAccumulator",
