@@ -63,6 +63,7 @@ from redundax.functionals.higher_order import (
     gaussian_unit_contributions,
     gaussian_unit_contributions_from_corr,
 )
+from redundax.functionals.knn import ksg_total_correlation
 from redundax.functionals.moments import (
     Moments,
     correlation,
@@ -92,6 +93,7 @@ __all__ = [
     "gaussian_s_information",
     "gaussian_unit_contributions",
     "gaussian_unit_contributions_from_corr",
+    "ksg_total_correlation",
     "FKernel",
     "Moments",
     "RedundancyAccumulator",
