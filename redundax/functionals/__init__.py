@@ -18,6 +18,12 @@ axes. Information is in nats. See each module for the paper equations it impleme
 """
 
 from redundax.functionals.attention import head_redundancy
+from redundax.functionals.bootstrap import (
+    Interval,
+    bootstrap_interval,
+    jackknife_interval,
+    resampled_statistics,
+)
 from redundax.functionals.entropy_rate import (
     RedundancyAccumulator,
     cosine_entropy_rates,
@@ -82,6 +88,10 @@ from redundax.functionals.spectral import (
 
 __all__ = [
     "HigherOrder",
+    "Interval",
+    "bootstrap_interval",
+    "jackknife_interval",
+    "resampled_statistics",
     "all_subsets",
     "discrete_higher_order",
     "discrete_unit_contributions",
