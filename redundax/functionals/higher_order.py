@@ -303,7 +303,9 @@ def discrete_unit_contributions(joint) -> HigherOrder:
     d = joint.ndim
     full = _discrete_pd(joint)
     subs = [_discrete_pd(jnp.sum(joint, axis=i)) for i in range(d)]
-    return HigherOrder(*(f - jnp.stack(s) for f, s in zip(full, zip(*subs, strict=True), strict=True)))
+    return HigherOrder(
+        *(f - jnp.stack(s) for f, s in zip(full, zip(*subs, strict=True), strict=True))
+    )
 
 
 __all__ = [
