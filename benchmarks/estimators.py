@@ -75,7 +75,9 @@ def o_information_rows(n: int, dims: list[int], ks: list[int], repeats: int) -> 
     rows = []
     for d in dims:
         rng = np.random.default_rng(d)
-        x64 = rng.normal(size=(n, d)) @ rng.normal(size=(d, d)) / np.sqrt(d) + rng.normal(size=(n, d))
+        x64 = rng.normal(size=(n, d)) @ rng.normal(size=(d, d)) / np.sqrt(d) + rng.normal(
+            size=(n, d)
+        )
         x = jnp.asarray(x64, jnp.float32)
         for k in ks:
 
@@ -157,7 +159,9 @@ def hoi_rows(n: int, d: int, k: int) -> list[dict]:
     t_hoi = time.perf_counter() - t
     t_ours = median_time(lambda: F.gaussian_multiplets(F.correlation(jnp.asarray(x)), k).o, 3)
     print(f"hoi Oinfo k={k} d={d}: {t_hoi:.3f}s vs redundax {t_ours:.4f}s")
-    return [{"case": f"hoi Oinfo {k}-subsets", "n": n, "d": d, "hoi_s": t_hoi, "redundax_s": t_ours}]
+    return [
+        {"case": f"hoi Oinfo {k}-subsets", "n": n, "d": d, "hoi_s": t_hoi, "redundax_s": t_ours}
+    ]
 
 
 def main() -> None:
@@ -165,7 +169,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="small sizes (development run)")
     ap.add_argument(
-        "--out", default=str(pathlib.Path(__file__).resolve().parent / "results" / "estimators.json")
+        "--out",
+        default=str(pathlib.Path(__file__).resolve().parent / "results" / "estimators.json"),
     )
     args = ap.parse_args()
     if args.quick:

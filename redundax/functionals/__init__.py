@@ -1,4 +1,4 @@
-"""Pure, jit/vmap/grad-safe redundancy functionals (no Flax, no state, no I/O).
+"""Pure, jit/vmap/grad-safe redundancy functionals (no state, no I/O; Flax only in `variational`).
 
 Samples are shaped `(..., n, d)`: n samples on axis -2, d units on axis -1, leading axes are batch
 axes. Information is in nats. See each module for the paper equations it implements:

@@ -31,6 +31,7 @@ samples for the fitted critic: it does not include the variability of training.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import NamedTuple
@@ -137,6 +138,16 @@ def _split(n: int, train_fraction: float, valid_fraction: float) -> tuple[int, i
     return n_train, n_valid
 
 
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _prepare(x: Array, key: Array, n_train: int, n_valid: int) -> tuple[Array, Array, Array]:
+    """Shuffle rows, split train/valid/test, standardise all with the training mean and std."""
+    x = x[jax.random.permutation(key, x.shape[0])]
+    train, valid, test = x[:n_train], x[n_train : n_train + n_valid], x[n_train + n_valid :]
+    mean, std = jnp.mean(train, 0), jnp.std(train, 0)
+    std = jnp.where(std > 0, std, 1.0)
+    return tuple((s - mean) / std for s in (train, valid, test))
+
+
 def variational_redundancy(
     x,
     kernel: FKernel | str = "kl",
@@ -190,55 +201,55 @@ def variational_redundancy(
     n, d = x.shape
     n_train, n_valid = _split(n, train_fraction, valid_fraction)
     k_split, k_init, k_train, k_eval, k_boot = jax.random.split(key, 5)
-    x = x[jax.random.permutation(k_split, n)]
-    train, valid, test = x[:n_train], x[n_train : n_train + n_valid], x[n_train + n_valid :]
-    mean, std = jnp.mean(train, 0), jnp.std(train, 0)
-    std = jnp.where(std > 0, std, 1.0)
-    train, valid, test = ((s - mean) / std for s in (train, valid, test))
+    train, valid, test = _prepare(x, k_split, n_train, n_valid)
     batch = min(batch_size, n_train)
 
-    seed = int(jax.random.randint(k_init, (), 0, 2**31 - 1))
-    graphdef, params = nnx.split(Critic(d, tuple(hidden), rngs=nnx.Rngs(seed)))
+    def init(k):
+        return nnx.split(Critic(d, tuple(hidden), rngs=nnx.Rngs(params=k)))[1]
+
+    graphdef = nnx.split(nnx.eval_shape(lambda: Critic(d, tuple(hidden), rngs=nnx.Rngs(0))))[0]
     tx = optax.adam(learning_rate)
-    opt_state = tx.init(params)
+    params = jax.jit(init)(k_init)
+    opt_state = jax.jit(tx.init)(params)
 
     def critic(p, z):
         return act(nnx.merge(graphdef, p)(z))
 
-    def neg_bound(p, key):
+    def neg_bound(p, data, key):
         k_rows, k_shuffle = jax.random.split(key)
-        xb = train[jax.random.randint(k_rows, (batch,), 0, n_train)]
+        xb = data[jax.random.randint(k_rows, (batch,), 0, n_train)]
         return -(
             jnp.mean(critic(p, xb))
             - jnp.mean(kern.conjugate(critic(p, shuffle_units(k_shuffle, xb))))
         )
 
     @jax.jit
-    def train_chunk(p, s, key):
+    def train_chunk(p, s, data, key):
         def step(carry, k):
             p, s = carry
-            grads = jax.grad(neg_bound)(p, k)
+            grads = jax.grad(neg_bound)(p, data, k)
             updates, s = tx.update(grads, s, p)
             return (optax.apply_updates(p, updates), s), None
 
         (p, s), _ = jax.lax.scan(step, (p, s), jax.random.split(key, eval_every))
         return p, s
 
-    @jax.jit
-    def terms(p, z, key):
-        """Per-sample (T(z_i), mean over shuffles of f*(T(shuffled z)_i)), shape (m, 2)."""
-        keys = jax.random.split(key, num_shuffles)
-        pi = jax.vmap(lambda k: kern.conjugate(critic(p, shuffle_units(k, z))))(keys)
-        return jnp.stack([critic(p, z), jnp.mean(pi, 0)], axis=1)
-
     def value(t):
         return jnp.mean(t[:, 0]) - jnp.mean(t[:, 1])
+
+    @jax.jit
+    def terms(p, z, key):
+        """Per-sample (T(z_i), mean over shuffles of f*(T(shuffled z)_i)), shape (m, 2); bound."""
+        keys = jax.random.split(key, num_shuffles)
+        pi = jax.vmap(lambda k: kern.conjugate(critic(p, shuffle_units(k, z))))(keys)
+        t = jnp.stack([critic(p, z), jnp.mean(pi, 0)], axis=1)
+        return t, value(t)
 
     best, best_params, best_step, history, since = -jnp.inf, params, 0, [], 0
     num_chunks = max(1, max_steps // eval_every)
     for i, k in enumerate(jax.random.split(k_train, num_chunks)):
-        params, opt_state = train_chunk(params, opt_state, k)
-        v = float(value(terms(params, valid, k_eval)))
+        params, opt_state = train_chunk(params, opt_state, train, k)
+        v = float(terms(params, valid, k_eval)[1])
         history.append(v)
         if math.isfinite(v) and v > best:
             best, best_params, best_step, since = v, params, (i + 1) * eval_every, 0
@@ -247,7 +258,7 @@ def variational_redundancy(
             if since >= patience:
                 break
 
-    t_test = terms(best_params, test, jax.random.fold_in(k_eval, 1))
+    t_test = terms(best_params, test, jax.random.fold_in(k_eval, 1))[0]
     interval = bootstrap_interval(
         value, t_test, key=k_boot, num_resamples=num_resamples, confidence=confidence
     )
