@@ -23,10 +23,12 @@ optimum, too small, or under-trained underestimates R_f (never overestimates it 
 The gap and the variance grow with the true value: the bound's Pi-term averages f*(T) at the
 likelihood ratio, whose tails get heavy when R_f is large (for KL the variance of the NWJ bound grows
 like e^{R_KL}; McAllester & Stratos 2020 show any such distribution-free lower bound needs
-exp(R) samples). Expect good values for R_KL up to about 1-2 nats with 10^4 samples; for strongly
-dependent units (near-duplicates, TC of several nats) the estimate saturates well below the truth
-and the Gaussian closed form or KSG is the better tool. The interval is a bootstrap over held-out
-samples for the fitted critic: it does not include the variability of training.
+exp(R) samples). Measured with the defaults (critic (32, 32), 2 * 10^4 samples, half for training)
+on a bivariate Gaussian: true KL 1, 2, 4, 8 nats -> 0.98, 1.99, 3.93, 4.34. It saturates for
+near-deterministic dependence (near-duplicate units); more units with the same TC are harder than
+two. There the Gaussian closed form (if Gaussianity is plausible) or KSG (6.98 at 8 nats with 5000
+samples) is the better tool. The interval is a bootstrap over held-out samples for the fitted
+critic: it does not include the variability of training.
 """
 
 from __future__ import annotations
