@@ -9,8 +9,8 @@ n_j(i) = #{l != i : |x_lj - x_ij| < eps_i} the neighbours of x_i strictly inside
 
 a consistent estimator of TC(X) = R_KL(X) (Def. 1 with the KL kernel) for any continuous law.
 
-Algorithm and cost. Units are standardised first (KSG is scale-equivariant per unit only through the
-max-norm, so units on different scales would otherwise let one unit decide every neighbourhood). The
+Algorithm and cost. Units are standardised first (the max-norm compares all units on one scale, so
+a unit with a larger spread would otherwise decide every neighbourhood). The
 joint k-NN is exact: queries are processed in blocks of `block_size` rows against all N samples
 (`jax.lax.map` over blocks, `jax.lax.top_k` per row), so the largest temporary is
 `block_size x N x d` coordinate differences (fused by XLA into the max-norm and the marginal
