@@ -26,7 +26,6 @@ interrupted group resumes where it stopped.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -34,14 +33,16 @@ import json
 import logging
 import math
 import pathlib
-import signal
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from redundax.train import failures
+from redundax.train.metrics import dumps_strict
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +160,9 @@ class MemberAxis:
         """Place data that every member reads (replicated over the member mesh)."""
         if self.mesh is None:
             return tree
-        return jax.device_put(tree, jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec()))
+        return jax.device_put(
+            tree, jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
+        )
 
     def take(self, tree: Any) -> list[Any]:
         """Per-member host values of an output, padding dropped."""
@@ -192,7 +195,13 @@ class ResultStore:
         p = self.path(member)
         if not p.exists():
             return None
-        result = json.loads(p.read_text())
+        try:
+            result = json.loads(p.read_text())
+        except json.JSONDecodeError as error:  # truncated or damaged: train the member again
+            log.warning(
+                "%s is not valid JSON (%s): dropped; the member is trained again.", p, error
+            )
+            return None
         if result.get("fingerprint") != self.fingerprint:
             raise ValueError(
                 f"{p} was written by a different configuration than this run's; use a new "
@@ -205,7 +214,7 @@ class ResultStore:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
         tmp = self.path(member).with_suffix(".tmp")
-        tmp.write_text(json.dumps({**result, "fingerprint": self.fingerprint}, indent=1))
+        tmp.write_text(dumps_strict({**result, "fingerprint": self.fingerprint}, indent=1))
         tmp.replace(self.path(member))
 
     def pending(self, members: Sequence[Member]) -> list[Member]:
@@ -237,7 +246,9 @@ class GroupCheckpoint:
         ocp = self._ocp
         self.manager.save(
             step,
-            args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
+            ),
             force=True,
         )
         self.manager.wait_until_finished()
@@ -307,18 +318,9 @@ class Schedule:
         )
 
 
-@contextlib.contextmanager
-def _sigterm_flag() -> Iterator[list[bool]]:
-    flag = [False]
-    try:
-        previous = signal.signal(signal.SIGTERM, lambda *_: flag.__setitem__(0, True))
-    except ValueError:  # not the main thread
-        yield flag
-        return
-    try:
-        yield flag
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+def _sigterm_flag() -> failures.Preemption:
+    """SIGTERM: save and stop after this step; a second signal stops at once (`failures`)."""
+    return failures.Preemption()
 
 
 class SweepProgress:
@@ -412,8 +414,12 @@ def train_group(
 
     def save(step: int) -> None:
         if ckpt is not None:
-            meta = {"step": step, "count": count, "histories": histories,
-                    "data_state": iterator.get_state()}
+            meta = {
+                "step": step,
+                "count": count,
+                "histories": histories,
+                "data_state": iterator.get_state(),
+            }
             ckpt.save(step, carry, meta)
 
     t0 = time.perf_counter()
@@ -421,6 +427,13 @@ def train_group(
     def evaluate(step: int, train: list[dict] | None) -> None:
         val = axis.take(eval_fn(carry["state"], values, eval_data))
         for k, m in enumerate(members):
+            if train:  # divergence: the per-member training means fetched here must be finite
+                failures.check_finite_metrics(
+                    step, train[k], where=f"sweep member {m.tag}",
+                    hint=f"Likely cause: the penalty strength ({m.name} = {m.value:g}) or the "
+                    "learning rate is too large for this member; drop it from the grid or lower "
+                    "the learning rate, in a new --workdir.",
+                )  # fmt: skip
             record = {
                 "step": step,
                 "epoch": step / schedule.steps_per_epoch,
@@ -445,9 +458,10 @@ def train_group(
             if schedule.is_eval(step):
                 evaluate(step, axis.take(jax.tree.map(lambda s, c=count: s / c, carry["sums"])))
                 carry["sums"], count = jax.tree.map(jnp.zeros_like, carry["sums"]), 0
-            if stop[0]:
+            if stop.requested:
                 save(step)
-                raise SystemExit(f"SIGTERM: checkpoint saved at step {step}.")
+                failures.note_preempted()
+                raise failures.Preempted(f"SIGTERM: checkpoint saved at step {step}.")
             if schedule.checkpoint_every and step % schedule.checkpoint_every == 0:
                 save(step)
     if ckpt is not None and ckpt.latest() != schedule.num_steps:
@@ -485,8 +499,12 @@ def run_sweep(
     """
     pending = store.pending(members)
     if pending:
-        log.info("%d of %d member(s) to train (%s).", len(pending), len(members),
-                 "vectorised" if vectorize else "sequential")
+        log.info(
+            "%d of %d member(s) to train (%s).",
+            len(pending),
+            len(members),
+            "vectorised" if vectorize else "sequential",
+        )
     groups = [list(pending)] if vectorize else [[m] for m in pending]
     groups = [g for g in groups if g]
     total_steps = group_kwargs["schedule"].num_steps
@@ -497,8 +515,10 @@ def run_sweep(
             axis = MemberAxis(len(group), vectorize=vectorize, mesh=mesh)
             ckpt_dir = None
             if checkpoint_root is not None:
-                name = group[0].tag if len(group) == 1 else "group-" + fingerprint(
-                    [m.tag for m in group]
+                name = (
+                    group[0].tag
+                    if len(group) == 1
+                    else "group-" + fingerprint([m.tag for m in group])
                 )
                 ckpt_dir = pathlib.Path(checkpoint_root) / name
             g0 = time.perf_counter()
@@ -506,11 +526,23 @@ def run_sweep(
                 program, group, axis, checkpoint_dir=ckpt_dir, bar=bar, **group_kwargs
             )
             finals = program.finish(axis, state, group)
-            group_info = {"id": fingerprint([m.tag for m in group]), "size": len(group),
-                          "vectorize": vectorize, "seconds": time.perf_counter() - g0}
+            group_info = {
+                "id": fingerprint([m.tag for m in group]),
+                "size": len(group),
+                "vectorize": vectorize,
+                "seconds": time.perf_counter() - g0,
+            }
             for m, history, final in zip(group, histories, finals, strict=True):
-                store.save(m, {"value": m.value, "seed": m.seed, "history": history,
-                               "group": group_info, **final})
+                store.save(
+                    m,
+                    {
+                        "value": m.value,
+                        "seed": m.seed,
+                        "history": history,
+                        "group": group_info,
+                        **final,
+                    },
+                )
     finally:
         if bar is not None:
             bar.close()

@@ -39,8 +39,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import signal
-import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -50,6 +48,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
+from redundax.train import failures
 from redundax.train.state import TrainState
 
 IGNORED_FIELDS: tuple[str, ...] = ("run", "data.dir")
@@ -142,6 +141,29 @@ def check_config(
         raise ValueError(_mismatch_message(directory, step, lines))
 
 
+def _storage_error(directory: pathlib.Path, step: int | None, error: Exception) -> Exception:
+    """A failed save as `StorageError` (disk full, read-only, quota); other errors unchanged."""
+    chain, e = [], error
+    while e is not None and len(chain) < 8:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    os_errors = [e for e in chain if isinstance(e, OSError)]
+    text = " ".join(str(e) for e in chain)
+    storage_words = ("RESOURCE_EXHAUSTED", "No space left", "Read-only", "Permission denied",
+                     "Disk quota")  # fmt: skip
+    if not os_errors and not any(w in text for w in storage_words):
+        return error
+    what = f"a checkpoint (failed by step {step})" if step is not None else "a checkpoint"
+    latest = list(ocp.step.checkpoint_steps(directory)) if directory.exists() else []
+    kept = f"the newest finished one (step {max(latest)}) is intact" if latest else "none exists"
+    storage = failures.StorageError(
+        f"could not write {what} under {directory}: {chain[-1]}. Free space or fix the "
+        f"permissions, then rerun the same command to resume ({kept})."
+    )
+    storage.errno = os_errors[0].errno if os_errors else None
+    return storage
+
+
 def read_state(directory: str | os.PathLike, step: int | None = None) -> tuple[int, dict]:
     """`(step, tree)`: a saved train state as nested dicts of NumPy arrays, on any topology.
 
@@ -207,24 +229,15 @@ class Checkpointer:
             tmp = self.directory / f".{CONFIG_FILE}.tmp"
             tmp.write_text(json.dumps(self.config, indent=2, sort_keys=True) + "\n")
             tmp.replace(self.directory / CONFIG_FILE)
-        self._sigterm = threading.Event()
-        self._previous_handler: Any = None
-        self._installed = False
+        self._preemption = failures.Preemption()
         if handle_sigterm:
-            if threading.current_thread() is threading.main_thread():
-                self._previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
-                self._installed = True
+            self._preemption.__enter__()
 
     # ------------------------------------------------------------------ preemption
 
-    def _on_sigterm(self, signum: int, frame: Any) -> None:
-        del signum, frame
-        logging.warning("SIGTERM received: saving a checkpoint and stopping after this step.")
-        self._sigterm.set()
-
     def should_stop(self, step: int) -> bool:
         """True once a SIGTERM reached any process; all processes agree on the step."""
-        local = self._sigterm.is_set()
+        local = self._preemption.requested
         if jax.process_count() == 1:
             return local
         if int(step) % self.stop_check_every:
@@ -257,7 +270,10 @@ class Checkpointer:
         }
         if data_iter is not None:
             items["data"] = grain.checkpoint.CheckpointSave(data_iter)
-        return self.manager.save(step, args=ocp.args.Composite(**items), force=True)
+        try:
+            return self.manager.save(step, args=ocp.args.Composite(**items), force=True)
+        except Exception as error:
+            raise _storage_error(self.directory, step, error) from error
 
     def restore(
         self, state: TrainState, data_iter: grain.DatasetIterator | None = None
@@ -276,16 +292,21 @@ class Checkpointer:
         return state.replace(**tree)
 
     def wait(self) -> None:
-        """Block until pending asynchronous saves are written."""
-        self.manager.wait_until_finished()
+        """Block until pending asynchronous saves are written (`StorageError` if one failed)."""
+        try:
+            self.manager.wait_until_finished()
+        except Exception as error:
+            raise _storage_error(self.directory, None, error) from error
 
     def close(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
-        if self._installed:  # a handler set outside Python reads as None: use the default
-            previous = self._previous_handler
-            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
-            self._installed = False
+        self._preemption.close()
+        try:
+            self.wait()
+        finally:
+            try:
+                self.manager.close()
+            except Exception as error:  # a failed save already reported by wait()
+                logging.warning("closing the checkpoint manager: %s", error)
 
     def __enter__(self) -> Checkpointer:
         return self
