@@ -160,9 +160,7 @@ class MemberAxis:
         """Place data that every member reads (replicated over the member mesh)."""
         if self.mesh is None:
             return tree
-        return jax.device_put(
-            tree, jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
-        )
+        return jax.device_put(tree, jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec()))
 
     def take(self, tree: Any) -> list[Any]:
         """Per-member host values of an output, padding dropped."""
@@ -198,9 +196,7 @@ class ResultStore:
         try:
             result = json.loads(p.read_text())
         except json.JSONDecodeError as error:  # truncated or damaged: train the member again
-            log.warning(
-                "%s is not valid JSON (%s): dropped; the member is trained again.", p, error
-            )
+            log.warning("%s is not valid JSON (%s): dropped; the member is trained again.", p, error)
             return None
         if result.get("fingerprint") != self.fingerprint:
             raise ValueError(
@@ -246,9 +242,7 @@ class GroupCheckpoint:
         ocp = self._ocp
         self.manager.save(
             step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
-            ),
+            args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
             force=True,
         )
         self.manager.wait_until_finished()
@@ -414,12 +408,8 @@ def train_group(
 
     def save(step: int) -> None:
         if ckpt is not None:
-            meta = {
-                "step": step,
-                "count": count,
-                "histories": histories,
-                "data_state": iterator.get_state(),
-            }
+            meta = {"step": step, "count": count, "histories": histories,
+                    "data_state": iterator.get_state()}
             ckpt.save(step, carry, meta)
 
     t0 = time.perf_counter()
@@ -433,7 +423,7 @@ def train_group(
                     hint=f"Likely cause: the penalty strength ({m.name} = {m.value:g}) or the "
                     "learning rate is too large for this member; drop it from the grid or lower "
                     "the learning rate, in a new --workdir.",
-                )  # fmt: skip
+                )
             record = {
                 "step": step,
                 "epoch": step / schedule.steps_per_epoch,
@@ -499,12 +489,8 @@ def run_sweep(
     """
     pending = store.pending(members)
     if pending:
-        log.info(
-            "%d of %d member(s) to train (%s).",
-            len(pending),
-            len(members),
-            "vectorised" if vectorize else "sequential",
-        )
+        log.info("%d of %d member(s) to train (%s).", len(pending), len(members),
+                 "vectorised" if vectorize else "sequential")
     groups = [list(pending)] if vectorize else [[m] for m in pending]
     groups = [g for g in groups if g]
     total_steps = group_kwargs["schedule"].num_steps
@@ -515,10 +501,8 @@ def run_sweep(
             axis = MemberAxis(len(group), vectorize=vectorize, mesh=mesh)
             ckpt_dir = None
             if checkpoint_root is not None:
-                name = (
-                    group[0].tag
-                    if len(group) == 1
-                    else "group-" + fingerprint([m.tag for m in group])
+                name = group[0].tag if len(group) == 1 else "group-" + fingerprint(
+                    [m.tag for m in group]
                 )
                 ckpt_dir = pathlib.Path(checkpoint_root) / name
             g0 = time.perf_counter()
@@ -526,23 +510,11 @@ def run_sweep(
                 program, group, axis, checkpoint_dir=ckpt_dir, bar=bar, **group_kwargs
             )
             finals = program.finish(axis, state, group)
-            group_info = {
-                "id": fingerprint([m.tag for m in group]),
-                "size": len(group),
-                "vectorize": vectorize,
-                "seconds": time.perf_counter() - g0,
-            }
+            group_info = {"id": fingerprint([m.tag for m in group]), "size": len(group),
+                          "vectorize": vectorize, "seconds": time.perf_counter() - g0}
             for m, history, final in zip(group, histories, finals, strict=True):
-                store.save(
-                    m,
-                    {
-                        "value": m.value,
-                        "seed": m.seed,
-                        "history": history,
-                        "group": group_info,
-                        **final,
-                    },
-                )
+                store.save(m, {"value": m.value, "seed": m.seed, "history": history,
+                               "group": group_info, **final})
     finally:
         if bar is not None:
             bar.close()
