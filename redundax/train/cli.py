@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import errno
 import importlib.util
 import json
 import logging as std_logging
@@ -293,12 +294,17 @@ def _write_config(workdir: pathlib.Path, config: Any) -> None:
     tmp.replace(workdir / CONFIG_FILE)
 
 
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM}
+
+
 def run_and_exit_code(run_fn: Callable[[Any, pathlib.Path], Any], config: Any, workdir) -> int:
     """Run `run_fn(config, workdir)`; map how it ended to an exit code (`redundax.train.failures`).
 
-    Preempted (SIGTERM, checkpoint saved): 143. Diverged: 3. Storage error: 4. User-fixable
-    error (`failures.UsageError`): 2. Each prints one message, without a traceback; any other
-    exception propagates (traceback, status 1).
+    Preempted (SIGTERM, checkpoint saved): 143. Diverged: 3. Storage error (a failed save, or
+    an `OSError` of a full, read-only or over-quota disk): 4, at once (`os._exit`, so no
+    background writer can hang the process). User-fixable error (`failures.UsageError`): 2.
+    Each prints one message, without a traceback; any other exception propagates (traceback,
+    status 1).
     """
     try:
         run_fn(config, workdir)
@@ -310,9 +316,16 @@ def run_and_exit_code(run_fn: Callable[[Any, pathlib.Path], Any], config: Any, w
     except failures.Diverged as error:
         print(f"error: {error}", file=sys.stderr)
         return failures.EXIT_DIVERGED
-    except failures.StorageError as error:
+    except OSError as error:
+        if not isinstance(error, failures.StorageError) and error.errno not in _STORAGE_ERRNOS:
+            raise
         print(f"error: {error}", file=sys.stderr)
-        return failures.EXIT_STORAGE
+        # Leave now: background writer threads (orbax, TensorBoard) stuck on the full disk must
+        # not keep the process alive; finished checkpoints are complete on disk.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.flush()
+        os._exit(failures.EXIT_STORAGE)
     else:
         if not failures.was_preempted():
             return failures.EXIT_OK
