@@ -5,9 +5,10 @@ API:
 - `main(run_fn, default_config, argv=None)`: parses
   `--config configs/<x>.py[:preset] --config.a.b=v --workdir DIR` (absl +
   `ml_collections.config_flags`), starts `jax.distributed` when the run has several processes,
-  checks that a checkpoint already in `DIR/checkpoints` was made with the same config (see
-  `redundax.train.checkpoint.check_config`), writes `DIR/config.json` (process 0) and calls
-  `run_fn(config, workdir: pathlib.Path)`. `--workdir` defaults to `runs/<experiment>` (the
+  checks that `DIR/config.json` and a checkpoint already in `DIR/checkpoints` were made with the
+  same config, up to the fields of `checkpoint.IGNORED_FIELDS` (see
+  `redundax.train.checkpoint.check_workdir_config` and `check_config`), writes
+  `DIR/config.json` (process 0) and calls `run_fn(config, workdir: pathlib.Path)`. `--workdir` defaults to `runs/<experiment>` (the
   name of `run_fn`'s module). An override of a field the config does not have exits with an
   error naming the field and the closest existing names.
   Errors a user can fix print one message without a traceback and exit 2, before anything is
@@ -359,6 +360,7 @@ def main(
         if problem:
             usage_exit(problem)
         try:
+            checkpoint.check_workdir_config(workdir, config)
             checkpoint.check_config(workdir / checkpoint.CHECKPOINT_DIR, config)
         except ValueError as error:
             usage_exit(f"--workdir {workdir}: {error}")

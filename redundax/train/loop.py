@@ -106,6 +106,8 @@ def train(
         )
     pending: list[dict[str, jax.Array]] = []
     timer_start, timed_steps, examples = None, 0, 0
+    if step >= num_steps and num_steps > 0:
+        logging.info("Training already complete (step %d of %d): no step to run.", step, num_steps)
 
     with Progress(num_steps, initial=step, bar=progress) as bar:
         while step < num_steps:
