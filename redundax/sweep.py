@@ -491,6 +491,8 @@ def run_sweep(
     if pending:
         log.info("%d of %d member(s) to train (%s).", len(pending), len(members),
                  "vectorised" if vectorize else "sequential")
+    else:
+        log.info("All %d member(s) already trained: the sweep is complete.", len(members))
     groups = [list(pending)] if vectorize else [[m] for m in pending]
     groups = [g for g in groups if g]
     total_steps = group_kwargs["schedule"].num_steps
