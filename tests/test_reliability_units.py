@@ -258,3 +258,21 @@ def test_cli_ends_a_run_with_a_storage_error_at_once_with_status_4(tmp_path):
     assert proc.returncode == failures.EXIT_STORAGE, proc.stderr[-2000:]
     assert "could not write a checkpoint: disk full" in proc.stderr
     assert time.monotonic() - start < 30
+
+
+def test_sigterm_outside_a_training_loop_exits_143_at_once():
+    code = (
+        "import os, signal, sys, time\n"
+        "from redundax.train import cli\n"
+        "def run(config, workdir):\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    time.sleep(60)\n"
+        "    print('not reached')\n"
+        "sys.exit(cli.run_and_exit_code(run, None, '.'))\n"
+    )
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == failures.EXIT_PREEMPTED, proc.stderr[-2000:]
+    assert "not reached" not in proc.stdout and "preempted" in proc.stderr
+    assert time.monotonic() - start < 50

@@ -308,7 +308,8 @@ def run_and_exit_code(run_fn: Callable[[Any, pathlib.Path], Any], config: Any, w
     status 1).
     """
     try:
-        run_fn(config, workdir)
+        with failures.sigterm_raises_preempted():
+            run_fn(config, workdir)
     except failures.Preempted as stop:
         logging.warning("preempted: %s", stop)
     except failures.UsageError as error:
@@ -331,8 +332,8 @@ def run_and_exit_code(run_fn: Callable[[Any, pathlib.Path], Any], config: Any, w
         if not failures.was_preempted():
             return failures.EXIT_OK
     print(
-        f"preempted: stopped on SIGTERM after saving a checkpoint in {workdir}; rerun the same "
-        f"command to resume (exit status {failures.EXIT_PREEMPTED}).",
+        f"preempted: stopped on SIGTERM (a running training loop saved a checkpoint first); "
+        f"rerun the same command in {workdir} to resume (exit status {failures.EXIT_PREEMPTED}).",
         file=sys.stderr,
     )
     return failures.EXIT_PREEMPTED

@@ -14,6 +14,8 @@ API:
   `requested` turns True on the first SIGTERM (the loop saves and stops); a second SIGTERM, or a
   SIGINT after it, ends the process at once with status 143 (130 for SIGINT). The previous
   handlers come back on exit. Only in the main thread (elsewhere it is a no-op flag).
+- `sigterm_raises_preempted()`: a context manager (the CLI's, around the whole run): a SIGTERM
+  outside any training loop raises `Preempted` (nothing to save: exit 143 at once).
 - `note_preempted()` / `was_preempted()`: a process-wide record that a loop stopped on SIGTERM;
   the CLI exits 143 after the experiment returns.
 - `check_finite_metrics(step, metrics, *, where="", hint=None)`: `Diverged` naming the step, the
@@ -27,12 +29,13 @@ API:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import pathlib
 import signal
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import jax
@@ -85,6 +88,26 @@ def was_preempted() -> bool:
 
 def reset_preempted() -> None:
     _preempted.clear()
+
+
+def _preempted_outside_a_loop(signum: int, frame: Any) -> None:
+    del signum, frame
+    note_preempted()
+    raise Preempted("SIGTERM outside a training loop (between runs or phases): nothing to save")
+
+
+@contextlib.contextmanager
+def sigterm_raises_preempted() -> Iterator[None]:
+    """While active, a SIGTERM that arrives outside a `Preemption` block raises `Preempted` in the
+    main thread (the run unwinds, the CLI exits 143). A no-op outside the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _preempted_outside_a_loop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 class Preemption:
