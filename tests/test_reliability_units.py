@@ -276,3 +276,26 @@ def test_sigterm_outside_a_training_loop_exits_143_at_once():
     assert proc.returncode == failures.EXIT_PREEMPTED, proc.stderr[-2000:]
     assert "not reached" not in proc.stdout and "preempted" in proc.stderr
     assert time.monotonic() - start < 50
+
+
+# ---------------------------------------------------------------------------- progress
+
+
+def test_log_lines_go_through_the_bar_while_it_is_shown(monkeypatch):
+    import tqdm
+    from absl import logging as absl_logging
+
+    from redundax.train.progress import Progress
+
+    written = []
+    monkeypatch.setattr(tqdm.tqdm, "write", classmethod(lambda cls, s, **kw: written.append(s)))
+    handler = absl_logging.get_absl_handler().python_handler
+    stream = handler.stream
+    with Progress(10, bar=True, enabled=True) as bar:
+        absl_logging.warning("a log line while the bar is shown")
+        bar.update(5)
+    assert any("a log line while the bar is shown" in s for s in written)
+    assert handler.stream is stream  # restored when the bar closes
+    written.clear()
+    absl_logging.warning("after the bar")
+    assert not written
