@@ -44,6 +44,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optim.warmup_epochs = 1
     c.optim.label_smoothing = 0.0
     c.optim.accumulate_steps = 1  # > 1: optax.MultiSteps over that many micro-batches
+    # a NaN/Inf loss or gradient: False stops the run (exit 3), True skips that update
+    c.optim.skip_nonfinite = False
 
     c.num_epochs = 30
     c.num_steps = config_dict.placeholder(int)  # set: train this many steps instead

@@ -11,7 +11,6 @@ finished run, only evaluates). The sections below follow the order of a run.
 
 from __future__ import annotations
 
-import json
 import pathlib
 import time
 from typing import Any
@@ -97,7 +96,7 @@ def metric_fn(model: nnx.Module, batch: dict) -> dict[str, jax.Array]:
 def write_results(workdir: pathlib.Path, results: dict[str, Any]) -> None:
     if jax.process_index() != 0:
         return
-    (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    metrics.write_json(workdir / "results.json", results)
     rows = "\n".join(
         f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
         for k, v in results.items()
@@ -145,7 +144,11 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str, A
 
     # ------------------------------------------------------------------ steps
     train_step = step.make_train_step(
-        make_loss_fn(config.optim.label_smoothing), tx, mesh=mesh, learning_rate=schedule
+        make_loss_fn(config.optim.label_smoothing),
+        tx,
+        mesh=mesh,
+        learning_rate=schedule,
+        skip_nonfinite=config.optim.skip_nonfinite,
     )
     eval_step = step.make_eval_step(metric_fn, mesh=mesh)
 

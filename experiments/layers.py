@@ -17,7 +17,6 @@ checkpoint of `prune.save_criterion` (HF format, reloaded and checked).
 from __future__ import annotations
 
 import functools
-import json
 import pathlib
 import time
 from collections.abc import Callable
@@ -365,7 +364,7 @@ def run_sentences(config, workdir: pathlib.Path) -> dict[str, Any]:
 
 
 def _write_sentence_results(workdir: pathlib.Path, results: dict[str, Any], config) -> None:
-    (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    metrics_lib.write_json(workdir / "results.json", results)
     st = results["statistics"]
     single = {s["layer"]: s for s in results["single_layer_ablation"]}
     prof_rows = []
@@ -713,13 +712,13 @@ def run_glue(config, workdir: pathlib.Path, load_split: Callable = text.load_glu
                 rows.append({"criterion": criterion, "removed": [i + 1 for i in drop], **metric})
                 logging.info("%s %s drop %s: %s", task, criterion, _layers_label(drop), metric)
             results["tasks"][task] = {"metric": spec.metric, "epochs": epochs, "rows": rows}
-            (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+            metrics_lib.write_json(workdir / "results.json", results)
     _write_glue_results(workdir, results)
     return results
 
 
 def _write_glue_results(workdir: pathlib.Path, results: dict[str, Any]) -> None:
-    (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    metrics_lib.write_json(workdir / "results.json", results)
     tasks = list(results["tasks"])
     criteria = list(
         dict.fromkeys(r["criterion"] for t in tasks for r in results["tasks"][t]["rows"])

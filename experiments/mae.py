@@ -699,7 +699,7 @@ def run(config: ConfigDict, workdir: str) -> dict:
     out = {"rows": rows, "summary": summary, "baselines": base, "r_star": r_star,
            "timing": timing(results, members, seconds, time.perf_counter() - t0, trained)}
     if jax.process_index() == 0:
-        (work / "results.json").write_text(json.dumps(out, indent=1))
+        metrics.write_json(work / "results.json", out, indent=1)
         (work / "results.md").write_text(results_markdown(summary, base, r_star, config))
         from redundax.plots import mae as plots
 

@@ -24,7 +24,6 @@ workdir skips finished runs and resumes an interrupted one from its checkpoint.
 
 from __future__ import annotations
 
-import json
 import pathlib
 import time
 from typing import Any
@@ -296,7 +295,7 @@ def run_one(
     """Train and evaluate one (method, seed); None when stopped by a preemption."""
     done = rundir / "result.json"
     if done.exists():
-        return json.loads(done.read_text())
+        return metrics.loads_json_file(done)
     spec = sources["train"].spec
     steps_per_epoch = pipeline.steps_per_epoch(len(sources["train"]), config.data.batch_size)
     num_steps = config.num_epochs * steps_per_epoch
@@ -331,7 +330,7 @@ def run_one(
 
     train_step, eval_step = steps
     start = time.time()
-    with metrics.Writer(rundir, resume_step=resumed_from or None) as writer, ckpt:
+    with metrics.Writer(rundir, resume_step=resumed_from) as writer, ckpt:
         state = loop.train(
             state,
             train_step,
@@ -356,7 +355,7 @@ def run_one(
         "train_seconds": time.time() - start,
     }
     if jax.process_index() == 0:
-        done.write_text(json.dumps(result, indent=2) + "\n")
+        metrics.write_json(done, result)
     return result
 
 
@@ -382,7 +381,7 @@ def summarise(results: list[dict[str, Any]], modalities: tuple[str, ...]) -> dic
 def write_results(workdir: pathlib.Path, results: dict[str, Any], modalities) -> None:
     if jax.process_index() != 0:
         return
-    (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    metrics.write_json(workdir / "results.json", results)
     cols = ["acc_fused", *(f"acc/{m}" for m in modalities), "imbalance"]
     cols += [*(f"acc_slice/{m}" for m in modalities), "imbalance_slice"]
     seeds = results["seeds"]

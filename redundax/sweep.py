@@ -26,7 +26,6 @@ interrupted group resumes where it stopped.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -34,14 +33,16 @@ import json
 import logging
 import math
 import pathlib
-import signal
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from redundax.train import failures
+from redundax.train.metrics import dumps_strict
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +193,11 @@ class ResultStore:
         p = self.path(member)
         if not p.exists():
             return None
-        result = json.loads(p.read_text())
+        try:
+            result = json.loads(p.read_text())
+        except json.JSONDecodeError as error:  # truncated or damaged: train the member again
+            log.warning("%s is not valid JSON (%s): dropped; the member is trained again.", p, error)
+            return None
         if result.get("fingerprint") != self.fingerprint:
             raise ValueError(
                 f"{p} was written by a different configuration than this run's; use a new "
@@ -205,7 +210,7 @@ class ResultStore:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
         tmp = self.path(member).with_suffix(".tmp")
-        tmp.write_text(json.dumps({**result, "fingerprint": self.fingerprint}, indent=1))
+        tmp.write_text(dumps_strict({**result, "fingerprint": self.fingerprint}, indent=1))
         tmp.replace(self.path(member))
 
     def pending(self, members: Sequence[Member]) -> list[Member]:
@@ -307,18 +312,9 @@ class Schedule:
         )
 
 
-@contextlib.contextmanager
-def _sigterm_flag() -> Iterator[list[bool]]:
-    flag = [False]
-    try:
-        previous = signal.signal(signal.SIGTERM, lambda *_: flag.__setitem__(0, True))
-    except ValueError:  # not the main thread
-        yield flag
-        return
-    try:
-        yield flag
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+def _sigterm_flag() -> failures.Preemption:
+    """SIGTERM: save and stop after this step; a second signal stops at once (`failures`)."""
+    return failures.Preemption()
 
 
 class SweepProgress:
@@ -421,6 +417,13 @@ def train_group(
     def evaluate(step: int, train: list[dict] | None) -> None:
         val = axis.take(eval_fn(carry["state"], values, eval_data))
         for k, m in enumerate(members):
+            if train:  # divergence: the per-member training means fetched here must be finite
+                failures.check_finite_metrics(
+                    step, train[k], where=f"sweep member {m.tag}",
+                    hint=f"Likely cause: the penalty strength ({m.name} = {m.value:g}) or the "
+                    "learning rate is too large for this member; drop it from the grid or lower "
+                    "the learning rate, in a new --workdir.",
+                )
             record = {
                 "step": step,
                 "epoch": step / schedule.steps_per_epoch,
@@ -445,9 +448,10 @@ def train_group(
             if schedule.is_eval(step):
                 evaluate(step, axis.take(jax.tree.map(lambda s, c=count: s / c, carry["sums"])))
                 carry["sums"], count = jax.tree.map(jnp.zeros_like, carry["sums"]), 0
-            if stop[0]:
+            if stop.requested:
                 save(step)
-                raise SystemExit(f"SIGTERM: checkpoint saved at step {step}.")
+                failures.note_preempted()
+                raise failures.Preempted(f"SIGTERM: checkpoint saved at step {step}.")
             if schedule.checkpoint_every and step % schedule.checkpoint_every == 0:
                 save(step)
     if ckpt is not None and ckpt.latest() != schedule.num_steps:
@@ -487,6 +491,8 @@ def run_sweep(
     if pending:
         log.info("%d of %d member(s) to train (%s).", len(pending), len(members),
                  "vectorised" if vectorize else "sequential")
+    else:
+        log.info("All %d member(s) already trained: the sweep is complete.", len(members))
     groups = [list(pending)] if vectorize else [[m] for m in pending]
     groups = [g for g in groups if g]
     total_steps = group_kwargs["schedule"].num_steps

@@ -193,8 +193,8 @@ def test_two_processes_agree_survive_preemption_and_write_metrics_once(
         ]  # fmt: skip
 
     # SIGTERM to process 1 only, after step 4: both processes must stop and save at step 4.
-    first = [_finish(p) for p in launch_pair(["--signal", "TERM", "--at_step", "4",
-                                              "--signal_process", "1"])]  # fmt: skip
+    first = [_finish(p, expected_rc=143) for p in launch_pair(["--signal", "TERM", "--at_step",
+                                                               "4", "--signal_process", "1"])]  # fmt: skip
     assert "process 1 of 2" in first[1]
     stopped_at = _final(tmp_path)[0]
     assert stopped_at == 4, first[0][-3000:]
@@ -229,7 +229,7 @@ def test_sigterm_and_sigkill_resume_to_the_same_state(reference, data_dir, tmp_p
         _launch(term, data_dir, script_args=["--signal", "TERM", "--at_step", "4"]),
         _launch(kill, data_dir, script_args=["--signal", "KILL", "--at_step", "5"]),
     ]
-    _finish(first[0], expected_rc=0)  # SIGTERM: a clean exit
+    _finish(first[0], expected_rc=143)  # SIGTERM: checkpoint saved, exit status "preempted"
     _finish(first[1], expected_rc=-9)  # SIGKILL
     # SIGTERM saved at the step it arrived; SIGKILL left the periodic checkpoint of step 3.
     assert _final(term)[0] == 4

@@ -76,7 +76,7 @@ def test_cli_refuses_a_workdir_with_a_checkpoint_of_another_config(tmp_path):
     proc = _run_cli(
         "--config", "configs/classify.py:smoke", "--config.optim.lr=0.05", f"--workdir={tmp_path}"
     )
-    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert proc.returncode == 2, proc.stderr[-3000:]
     assert "optim.lr: 0.1 in the checkpoint, 0.05 now" in proc.stderr
     assert "Traceback" not in proc.stderr
     # Nothing was overwritten.

@@ -113,15 +113,28 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> pathlib.Path:
 
 
 @contextlib.contextmanager
-def file_lock(path: pathlib.Path) -> Iterator[None]:
+def file_lock(
+    path: pathlib.Path, *, blocking: bool = True, record_pid: bool = False
+) -> Iterator[None]:
+    """An exclusive POSIX `flock` on `path` while the block runs.
+
+    The kernel drops the lock when its process dies (even on SIGKILL), so a stale lock file of a
+    dead process is simply taken over. `blocking=False` raises `BlockingIOError` at once when
+    another process holds it; `record_pid` writes this process's id into the file (for messages).
+    """
     try:
         import fcntl
-    except ImportError:  # no POSIX locks: preparation is not guarded
+    except ImportError:  # no POSIX locks: nothing is guarded
         yield
         return
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+    with open(path, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
         try:
+            if record_pid:
+                f.seek(0)
+                f.truncate()
+                f.write(f"{os.getpid()}\n")
+                f.flush()
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)

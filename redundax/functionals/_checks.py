@@ -1,8 +1,13 @@
 """Input validation shared by the functionals.
 
-Checks on *values* (finite samples, a normalised probability table) can only run when the array is
-concrete. Under `jax.jit` the arrays are tracers: shape checks still run at trace time, value checks are
-skipped, and NaN/Inf inputs propagate to NaN outputs as in any jnp code.
+Checks on *values* (finite samples, a normalised probability table, a correlation matrix) can only run
+when the array is concrete. Under `jax.jit` the arrays are tracers: shape checks still run at trace time,
+value checks are skipped, and NaN/Inf inputs propagate to NaN outputs (the functionals that would
+otherwise hide a NaN, such as an eigensolver or a masked sum, put it back explicitly).
+
+Precision: half-precision inputs (float16, bfloat16, e.g. mixed-precision activations) are computed in
+float32 and give a float32 result; their eigenproblems and log-determinants are not reliable below
+float32. float32 and float64 inputs keep their dtype.
 """
 
 from __future__ import annotations
@@ -18,9 +23,12 @@ def is_concrete(x) -> bool:
 
 
 def as_float(x, name: str) -> jax.Array:
+    """`x` as a float array: integers and bools to the default float, float16/bfloat16 to float32."""
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating):
         x = x.astype(jnp.result_type(float))
+    elif jnp.finfo(x.dtype).bits < 32:
+        x = x.astype(jnp.float32)
     return x
 
 
@@ -67,3 +75,60 @@ def check_square(m, name: str) -> jax.Array:
         )
     check_finite(m, name)
     return m
+
+
+def correlation_tolerance(dtype) -> float:
+    """Tolerance of the correlation-matrix checks: 1000 machine epsilons (1.2e-4 in float32)."""
+    return 1000 * float(jnp.finfo(dtype).eps)
+
+
+def correlation_violation(corr: jax.Array) -> jax.Array:
+    """Per matrix `(...)`: True where `corr` is not a correlation matrix within the tolerance.
+
+    A correlation matrix is finite, has a unit diagonal, is symmetric and is positive semidefinite;
+    the PSD test allows eigenvalues down to `-tol * d` (round-off of an estimated, possibly singular
+    matrix). Traceable: used under `jit` to return NaN for such input.
+    """
+    tol = correlation_tolerance(corr.dtype)
+    d = corr.shape[-1]
+    finite = jnp.all(jnp.isfinite(corr), axis=(-2, -1))
+    corr = jnp.where(finite[..., None, None], corr, jnp.eye(d, dtype=corr.dtype))
+    diag = jnp.diagonal(corr, axis1=-2, axis2=-1)
+    bad_diag = jnp.any(jnp.abs(diag - 1) > tol, axis=-1)
+    bad_sym = jnp.any(jnp.abs(corr - jnp.swapaxes(corr, -1, -2)) > tol, axis=(-2, -1))
+    sym = 0.5 * (corr + jnp.swapaxes(corr, -1, -2))
+    safe = jnp.where((bad_diag | bad_sym)[..., None, None], jnp.eye(d, dtype=corr.dtype), sym)
+    bad_psd = jnp.linalg.eigvalsh(safe)[..., 0] < -tol * d
+    return ~finite | bad_diag | bad_sym | bad_psd
+
+
+def check_correlation(corr, name: str = "corr") -> jax.Array:
+    """Validate correlation matrices `(..., d, d)` (square, finite; when concrete: unit diagonal,
+    symmetric, PSD within `correlation_tolerance`) and return them as a float array.
+
+    Raises:
+      ValueError: naming what is wrong and how to get a correlation matrix from a covariance.
+    """
+    corr = check_square(corr, name)
+    if not is_concrete(corr):
+        return corr
+    c = np.asarray(corr, dtype=np.float64)
+    tol = correlation_tolerance(corr.dtype)
+    d = c.shape[-1]
+    fix = (
+        "Pass a correlation matrix (unit diagonal, symmetric, positive semidefinite): from a "
+        "covariance S use `correlation_from_covariance(S)`, from samples `correlation(x)`."
+    )
+    diag = np.diagonal(c, axis1=-2, axis2=-1)
+    if np.any(np.abs(diag - 1) > tol):
+        worst = float(diag.flat[np.argmax(np.abs(diag - 1))])
+        raise ValueError(f"`{name}` has a diagonal entry {worst:.6g}, not 1. {fix}")
+    asym = float(np.max(np.abs(c - np.swapaxes(c, -1, -2))))
+    if asym > tol:
+        raise ValueError(f"`{name}` is not symmetric (max |C - C^T| = {asym:.3g}). {fix}")
+    lam_min = float(np.min(np.linalg.eigvalsh(c)))
+    if lam_min < -tol * d:
+        raise ValueError(
+            f"`{name}` is not positive semidefinite (smallest eigenvalue {lam_min:.3g}). {fix}"
+        )
+    return corr

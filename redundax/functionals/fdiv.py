@@ -240,6 +240,9 @@ def get_kernel(kernel: FKernel | str) -> FKernel:
     )
 
 
+_JOINT_SUM_TOL = 1e-4
+
+
 def _check_joint(joint) -> Array:
     joint = _checks.as_float(joint, "joint")
     if joint.ndim < 2:
@@ -252,7 +255,7 @@ def _check_joint(joint) -> Array:
         if bool(jnp.any(joint < 0)):
             raise ValueError("`joint` has negative entries; a probability table must be >= 0.")
         total = float(jnp.sum(joint))
-        if abs(total - 1.0) > 1e-4:
+        if abs(total - 1.0) > _JOINT_SUM_TOL:
             raise ValueError(
                 f"`joint` sums to {total:.6g}, not 1. Normalise it first (joint / joint.sum())."
             )
@@ -276,8 +279,9 @@ def f_redundancy(joint, kernel: FKernel | str = "kl") -> Array:
     marginals (cells with Pi = 0 have p = 0 and contribute nothing).
 
     Args:
-      joint: probability table with one axis per variable (any number >= 2), nonnegative, summing to 1.
-        Checked when concrete; under `jit` an unnormalised table gives a meaningless value.
+      joint: probability table with one axis per variable (any number >= 2), nonnegative, summing to 1
+        (within 1e-4). Checked when concrete (ValueError); under `jit`, where values cannot be
+        checked, a table with a NaN/Inf or negative entry or a sum off 1 gives NaN (never a number).
       kernel: an `FKernel` or a kernel name.
     """
     kern = get_kernel(kernel)
@@ -285,7 +289,15 @@ def f_redundancy(joint, kernel: FKernel | str = "kl") -> Array:
     q = product_of_marginals(joint)
     pos = q > 0
     ratio = jnp.where(pos, joint / jnp.where(pos, q, 1.0), 1.0)
-    return jnp.sum(jnp.where(pos, q * kern.f(ratio), 0.0))
+    value = jnp.sum(jnp.where(pos, q * kern.f(ratio), 0.0))
+    # The masked sum above drops NaN cells (NaN > 0 is False); a table that is not a probability
+    # table gives NaN instead of a finite, meaningless number.
+    invalid = (
+        ~jnp.all(jnp.isfinite(joint))
+        | jnp.any(joint < 0)
+        | (jnp.abs(jnp.sum(joint) - 1.0) > _JOINT_SUM_TOL)
+    )
+    return jnp.where(invalid, jnp.nan, value)
 
 
 def gaussian_f_redundancy(corr, kernel: FKernel | str = "kl") -> Array:
@@ -298,8 +310,13 @@ def gaussian_f_redundancy(corr, kernel: FKernel | str = "kl") -> Array:
     Values are +inf where the divergence is infinite (singular C for KL, a non-PD
     alpha I + (1 - alpha) C for power kernels).
 
+    `corr` must be a correlation matrix: unit diagonal, symmetric, positive semidefinite, within
+    1000 machine epsilons (a covariance such as 5 I is not one: its "R_f" would be meaningless).
+    Checked eagerly (ValueError); under `jit` a matrix that fails the check gives NaN.
+
     Raises:
-      ValueError: the kernel has no Gaussian closed form (`jensen_shannon`, `total_variation`).
+      ValueError: the kernel has no Gaussian closed form (`jensen_shannon`, `total_variation`), or
+        `corr` is not a correlation matrix.
     """
     kern = get_kernel(kernel)
     if kern.gaussian is None:
@@ -308,7 +325,11 @@ def gaussian_f_redundancy(corr, kernel: FKernel | str = "kl") -> Array:
             "squared_hellinger, renyi(alpha), or estimate it with `f_redundancy` on a discretised "
             "joint table."
         )
-    return kern.gaussian(corr)
+    corr = _checks.check_correlation(corr, "corr")
+    value = kern.gaussian(corr)
+    if _checks.is_concrete(corr):
+        return value
+    return jnp.where(_checks.correlation_violation(corr), jnp.nan, value)
 
 
 __all__ = [

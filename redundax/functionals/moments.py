@@ -124,8 +124,18 @@ class Moments:
 
 
 def covariance(x, ddof: int = 1) -> jax.Array:
-    """Sample covariance of `x` shaped `(..., n, d)` -> `(..., d, d)` (denominator n - ddof)."""
+    """Sample covariance of `x` shaped `(..., n, d)` -> `(..., d, d)` (denominator n - ddof).
+
+    Raises:
+      ValueError: `ddof` is not in [0, n) (the denominator n - ddof must be positive).
+    """
     x = _checks.check_samples(x, "x")
+    n = x.shape[-2]
+    if not 0 <= ddof < n:
+        raise ValueError(
+            f"`ddof` must be in [0, n) for n = {n} samples (denominator n - ddof > 0); got "
+            f"ddof={ddof}. Use ddof=1 (unbiased) or ddof=0 (maximum likelihood)."
+        )
     return Moments.from_samples(x).covariance(ddof)
 
 

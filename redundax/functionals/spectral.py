@@ -24,6 +24,11 @@ Speed: on the CPU backend the eigenvalues come from LAPACK's eigenvalue-only dri
 derivative uses XLA's `eigh` (eigenvectors are needed there, and XLA's is the faster one). Other
 backends (GPU, TPU) use XLA's `eigh` throughout. The callback runs inside `jit`, `vmap` and sharded
 programs (the k x k matrix is replicated).
+
+Non-finite input: a matrix with a NaN/Inf entry is never handed to an eigensolver (LAPACK would raise
+"Eigenvalues did not converge" from inside the compiled program); its eigenvalues, and every value
+derived from them, are NaN, under `jit` on every backend. Eager calls reject such samples with a
+ValueError before computing anything.
 """
 
 from __future__ import annotations
@@ -37,7 +42,20 @@ from redundax.functionals.moments import self_gram
 
 
 def _host_eigvalsh(m: np.ndarray) -> np.ndarray:
-    return np.linalg.eigvalsh(np.asarray(m)).astype(m.dtype, copy=False)
+    m = np.asarray(m)
+    try:
+        return np.linalg.eigvalsh(m).astype(m.dtype, copy=False)
+    except np.linalg.LinAlgError:
+        # LAPACK did not converge (finite but extreme entries): NaN for that matrix, never a raise
+        # inside the compiled program (an exception in a host callback aborts the whole step).
+        flat = m.reshape(-1, *m.shape[-2:])
+        out = np.full(flat.shape[:-1], np.nan, m.dtype)
+        for i, mi in enumerate(flat):
+            try:
+                out[i] = np.linalg.eigvalsh(mi)
+            except np.linalg.LinAlgError:
+                pass
+        return out.reshape(m.shape[:-1])
 
 
 def _eigvalsh_callback(m: jax.Array) -> jax.Array:
@@ -49,20 +67,35 @@ def _eigvalsh_device(m: jax.Array) -> jax.Array:
     return jnp.linalg.eigvalsh(m)
 
 
+def _finite_only(m: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """`(safe, bad)`: matrices with a NaN/Inf entry replaced by zeros, and the mask `(...)` of them.
+
+    Eigensolvers are never fed non-finite input (LAPACK raises "did not converge" on it); the caller
+    puts NaN back into the results of the `bad` matrices.
+    """
+    bad = ~jnp.all(jnp.isfinite(m), axis=(-2, -1))
+    return jnp.where(bad[..., None, None], jnp.zeros_like(m), m), bad
+
+
 @jax.custom_jvp
 def eigvalsh(m: jax.Array) -> jax.Array:
     """Ascending eigenvalues of symmetric matrices `(..., k, k)`, differentiable.
 
     LAPACK's eigenvalue-only solver on CPU, `eigh` elsewhere; the JVP is d lambda_i = v_i^T dM v_i,
-    finite for repeated eigenvalues.
+    finite for repeated eigenvalues. A matrix with a NaN/Inf entry gets NaN eigenvalues on every
+    backend (also under `jit`, where no input check can run).
     """
-    return jax.lax.platform_dependent(m, cpu=_eigvalsh_callback, default=_eigvalsh_device)
+    safe, bad = _finite_only(m)
+    w = jax.lax.platform_dependent(safe, cpu=_eigvalsh_callback, default=_eigvalsh_device)
+    return jnp.where(bad[..., None], jnp.nan, w)
 
 
 @eigvalsh.defjvp
 def _eigvalsh_jvp(primals, tangents):
     (m,), (dm,) = primals, tangents
-    w, v = jnp.linalg.eigh(m)
+    safe, bad = _finite_only(m)
+    w, v = jnp.linalg.eigh(safe)
+    w = jnp.where(bad[..., None], jnp.nan, w)
     dw = jnp.einsum("...ji,...jk,...ki->...i", v, dm, v, precision=jax.lax.Precision.HIGHEST)
     return w, dw
 
@@ -71,7 +104,8 @@ def _clean_spectrum(lam: jax.Array) -> jax.Array:
     """Eigenvalues of a k x k PSD matrix with round-off ones (<= 4 sqrt(k) eps lambda_max) set to 0."""
     k = lam.shape[-1]
     cutoff = 4 * k**0.5 * jnp.finfo(lam.dtype).eps * jnp.max(lam, axis=-1, keepdims=True)
-    return jnp.where(lam > cutoff, lam, 0.0)
+    # A NaN spectrum (non-finite input) stays NaN: `lam > NaN` is False and would zero it.
+    return jnp.where(lam > cutoff, lam, jnp.where(jnp.isnan(cutoff), jnp.nan, 0.0))
 
 
 def covariance_spectrum(x) -> jax.Array:
@@ -95,7 +129,8 @@ def _xlogx(p: jax.Array) -> jax.Array:
 def _entropy_of_spectrum(lam: jax.Array) -> jax.Array:
     total = jnp.sum(lam, axis=-1, keepdims=True)
     p = lam / jnp.where(total > 0, total, 1)
-    return -jnp.sum(_xlogx(p), axis=-1)
+    # `_xlogx` maps NaN to 0 (NaN > 0 is False): put NaN back for a NaN spectrum.
+    return jnp.where(jnp.isnan(total[..., 0]), jnp.nan, -jnp.sum(_xlogx(p), axis=-1))
 
 
 def spectral_entropy(x) -> jax.Array:

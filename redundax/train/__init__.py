@@ -9,6 +9,7 @@
 - `metrics`: `metrics.jsonl` and TensorBoard writer (process 0 only).
 - `progress`: a tqdm bar on a terminal, log lines otherwise.
 - `cli`: `main(run_fn, default_config)`: config flags, workdir, `jax.distributed`.
+- `failures`: exit codes, preemption signals, divergence checks, the workdir lock.
 
 Import the submodules directly: `from redundax.train import mesh, state, step, loop`.
 """

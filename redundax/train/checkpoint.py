@@ -39,7 +39,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import signal
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -50,9 +49,25 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
+from redundax.train import failures
 from redundax.train.state import TrainState
 
-IGNORED_FIELDS: tuple[str, ...] = ("run", "data.dir")
+# The one list of config fields that do not change results (dotted prefixes, every experiment):
+# logging / evaluation / checkpoint cadence and progress display, where the data live, and the
+# MAE sweep's grid and layout (each member's result is stored under its own tag and identified by
+# the config without them) and its post-hoc analyses. Everything else must match to resume.
+IGNORED_FIELDS: tuple[str, ...] = (
+    "run",  # classify, multimodal: cadence, progress, batch fingerprints
+    "data.dir",
+    "data.data_dir",
+    "data_dir",
+    "glue.data_dir",
+    "checkpoint_every_epochs",  # mae
+    "train.log_every",  # channels
+    "sweep",  # mae: the grid (members are stored by tag) and the layout (vectorised or not)
+    "r_star",  # mae: post-hoc fit on the members' results
+    "eval.final_epochs",  # mae: post-hoc averaging window of the members' histories
+)
 CHECKPOINT_DIR = "checkpoints"  # under the workdir
 CONFIG_FILE = "config.json"  # in the checkpoint directory
 
@@ -81,22 +96,83 @@ def _ignored(name: str, ignore: Sequence[str]) -> bool:
     return any(name == p or name.startswith(p + ".") for p in ignore)
 
 
-def config_differences(
+def differing_fields(
     saved: Mapping[str, Any], current: Mapping[str, Any], ignore: Sequence[str] = IGNORED_FIELDS
-) -> list[str]:
-    """Lines `field: <saved> in the checkpoint, <current> now` for every differing field."""
+) -> dict[str, tuple[Any, Any]]:
+    """`{field: (saved, current)}` for every results-changing field that differs (`_MISSING` when
+    absent on one side)."""
     a, b = _flatten(saved), _flatten(current)
-    lines = []
+    out = {}
     for name in sorted(set(a) | set(b)):
         if _ignored(name, ignore):
             continue
-        if name not in b:
-            lines.append(f"  {name}: {a[name]!r} in the checkpoint, absent now")
-        elif name not in a:
-            lines.append(f"  {name}: absent in the checkpoint, {b[name]!r} now")
-        elif a[name] != b[name]:
-            lines.append(f"  {name}: {a[name]!r} in the checkpoint, {b[name]!r} now")
+        old, new = a.get(name, _MISSING), b.get(name, _MISSING)
+        if old != new:
+            out[name] = (old, new)
+    return out
+
+
+_MISSING = "<absent>"
+
+
+def config_differences(
+    saved: Mapping[str, Any],
+    current: Mapping[str, Any],
+    ignore: Sequence[str] = IGNORED_FIELDS,
+    where: str = "the checkpoint",
+) -> list[str]:
+    """Lines `field: <saved> in <where>, <current> now` for every differing field."""
+    lines = []
+    for name, (old, new) in differing_fields(saved, current, ignore).items():
+        if new is _MISSING:
+            lines.append(f"  {name}: {old!r} in {where}, absent now")
+        elif old is _MISSING:
+            lines.append(f"  {name}: absent in {where}, {new!r} now")
+        else:
+            lines.append(f"  {name}: {old!r} in {where}, {new!r} now")
     return lines
+
+
+def _flag_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return repr(tuple(value))
+    return str(value)
+
+
+def check_workdir_config(
+    workdir: str | os.PathLike, config: Any, ignore: Sequence[str] = IGNORED_FIELDS
+) -> None:
+    """`ValueError` if `workdir/config.json` (the run identity every experiment records) holds a
+    config that differs from `config` in a results-changing field; the message names the fields
+    and the fix (a new workdir, or `--config.<field>=<old value>`). Reads files only.
+
+    A workdir without config.json, or with one that is not JSON, passes (nothing to compare).
+    """
+    path = pathlib.Path(workdir) / CONFIG_FILE
+    if not path.is_file():
+        return
+    try:
+        saved = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        logging.warning("%s is not valid JSON; not comparing the config with it.", path)
+        return
+    if not isinstance(saved, Mapping):
+        return
+    diff = differing_fields(saved, config_to_dict(config), ignore)
+    if not diff:
+        return
+    lines = config_differences(saved, config_to_dict(config), ignore, where="the workdir")
+    restore = " ".join(
+        f"--config.{k}={_flag_value(old)}" for k, (old, _) in diff.items() if old is not _MISSING
+    )
+    raise ValueError(
+        f"{workdir} holds a run of a different configuration ({path}); refusing to resume or "
+        "overwrite it. Fields that change results:\n" + "\n".join(lines) + "\nChoose a new "
+        "--workdir for this configuration, or rerun with the workdir's values"
+        + (f" ({restore})." if restore else ".")
+    )
 
 
 def _options(keep: int, async_save: bool) -> Any:
@@ -118,6 +194,19 @@ def _mismatch_message(directory: pathlib.Path, step: int, lines: list[str]) -> s
     )
 
 
+def finished_steps(directory: str | os.PathLike) -> list[int]:
+    """Steps of the finished checkpoints directly under `directory` (folders named `<step>`).
+
+    Other folders (e.g. a sweep's per-member `lam_0.1_seed_0` checkpoint roots, which orbax's
+    step parser would read as steps 0, 1, ...) are not checkpoints of this directory.
+    """
+    directory = pathlib.Path(directory)
+    if not directory.is_dir():
+        return []
+    steps = ocp.step.checkpoint_steps(directory)
+    return sorted(s for s in steps if (directory / str(s)).is_dir())
+
+
 def check_config(
     directory: str | os.PathLike, config: Any, ignore: Sequence[str] = IGNORED_FIELDS
 ) -> None:
@@ -126,7 +215,7 @@ def check_config(
     Reads only files (no collective operations), so every process may call it at any time.
     """
     directory = pathlib.Path(directory)
-    steps = ocp.step.checkpoint_steps(directory) if directory.exists() else []
+    steps = finished_steps(directory)
     if not steps:
         return
     path = directory / CONFIG_FILE
@@ -142,6 +231,29 @@ def check_config(
         raise ValueError(_mismatch_message(directory, step, lines))
 
 
+def _storage_error(directory: pathlib.Path, step: int | None, error: Exception) -> Exception:
+    """A failed save as `StorageError` (disk full, read-only, quota); other errors unchanged."""
+    chain, e = [], error
+    while e is not None and len(chain) < 8:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    os_errors = [e for e in chain if isinstance(e, OSError)]
+    text = " ".join(str(e) for e in chain)
+    storage_words = ("RESOURCE_EXHAUSTED", "No space left", "Read-only", "Permission denied",
+                     "Disk quota")  # fmt: skip
+    if not os_errors and not any(w in text for w in storage_words):
+        return error
+    what = f"a checkpoint (failed by step {step})" if step is not None else "a checkpoint"
+    latest = finished_steps(directory)
+    kept = f"the newest finished one (step {max(latest)}) is intact" if latest else "none exists"
+    storage = failures.StorageError(
+        f"could not write {what} under {directory}: {chain[-1]}. Free space or fix the "
+        f"permissions, then rerun the same command to resume ({kept})."
+    )
+    storage.errno = os_errors[0].errno if os_errors else None
+    return storage
+
+
 def read_state(directory: str | os.PathLike, step: int | None = None) -> tuple[int, dict]:
     """`(step, tree)`: a saved train state as nested dicts of NumPy arrays, on any topology.
 
@@ -149,7 +261,7 @@ def read_state(directory: str | os.PathLike, step: int | None = None) -> tuple[i
     variables appear as `{"value": array}`. `step` defaults to the newest finished checkpoint.
     """
     directory = pathlib.Path(directory)
-    steps = ocp.step.checkpoint_steps(directory) if directory.exists() else []
+    steps = finished_steps(directory)
     if not steps:
         raise ValueError(f"no finished checkpoint under {directory}.")
     step = max(steps) if step is None else int(step)
@@ -207,24 +319,15 @@ class Checkpointer:
             tmp = self.directory / f".{CONFIG_FILE}.tmp"
             tmp.write_text(json.dumps(self.config, indent=2, sort_keys=True) + "\n")
             tmp.replace(self.directory / CONFIG_FILE)
-        self._sigterm = threading.Event()
-        self._previous_handler: Any = None
-        self._installed = False
+        self._preemption = failures.Preemption()
         if handle_sigterm:
-            if threading.current_thread() is threading.main_thread():
-                self._previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
-                self._installed = True
+            self._preemption.__enter__()
 
     # ------------------------------------------------------------------ preemption
 
-    def _on_sigterm(self, signum: int, frame: Any) -> None:
-        del signum, frame
-        logging.warning("SIGTERM received: saving a checkpoint and stopping after this step.")
-        self._sigterm.set()
-
     def should_stop(self, step: int) -> bool:
         """True once a SIGTERM reached any process; all processes agree on the step."""
-        local = self._sigterm.is_set()
+        local = self._preemption.requested
         if jax.process_count() == 1:
             return local
         if int(step) % self.stop_check_every:
@@ -257,7 +360,25 @@ class Checkpointer:
         }
         if data_iter is not None:
             items["data"] = grain.checkpoint.CheckpointSave(data_iter)
-        return self.manager.save(step, args=ocp.args.Composite(**items), force=True)
+        try:
+            return self.manager.save(step, args=ocp.args.Composite(**items), force=True)
+        except Exception as error:
+            self._drain()
+            raise _storage_error(self.directory, step, error) from error
+
+    def _drain(self, timeout: float = 20.0) -> None:
+        """Give saves still in flight up to `timeout` seconds to finish (or fail), in a daemon
+        thread: a writer blocked on a full disk must not hang the process."""
+
+        def wait_quietly() -> None:
+            try:
+                self.manager.wait_until_finished()
+            except Exception as error:  # reported by the caller's error
+                logging.warning("an earlier checkpoint save failed too: %s", error)
+
+        waiter = threading.Thread(target=wait_quietly, daemon=True)
+        waiter.start()
+        waiter.join(timeout)
 
     def restore(
         self, state: TrainState, data_iter: grain.DatasetIterator | None = None
@@ -276,16 +397,21 @@ class Checkpointer:
         return state.replace(**tree)
 
     def wait(self) -> None:
-        """Block until pending asynchronous saves are written."""
-        self.manager.wait_until_finished()
+        """Block until pending asynchronous saves are written (`StorageError` if one failed)."""
+        try:
+            self.manager.wait_until_finished()
+        except Exception as error:
+            raise _storage_error(self.directory, None, error) from error
 
     def close(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
-        if self._installed:  # a handler set outside Python reads as None: use the default
-            previous = self._previous_handler
-            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
-            self._installed = False
+        self._preemption.close()
+        try:
+            self.wait()
+        finally:
+            try:
+                self.manager.close()
+            except Exception as error:  # a failed save already reported by wait()
+                logging.warning("closing the checkpoint manager: %s", error)
 
     def __enter__(self) -> Checkpointer:
         return self

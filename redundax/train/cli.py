@@ -5,11 +5,19 @@ API:
 - `main(run_fn, default_config, argv=None)`: parses
   `--config configs/<x>.py[:preset] --config.a.b=v --workdir DIR` (absl +
   `ml_collections.config_flags`), starts `jax.distributed` when the run has several processes,
-  checks that a checkpoint already in `DIR/checkpoints` was made with the same config (see
-  `redundax.train.checkpoint.check_config`), writes `DIR/config.json` (process 0) and calls
-  `run_fn(config, workdir: pathlib.Path)`. `--workdir` defaults to `runs/<experiment>` (the
+  checks that `DIR/config.json` and a checkpoint already in `DIR/checkpoints` were made with the
+  same config, up to the fields of `checkpoint.IGNORED_FIELDS` (see
+  `redundax.train.checkpoint.check_workdir_config` and `check_config`), writes
+  `DIR/config.json` (process 0) and calls `run_fn(config, workdir: pathlib.Path)`. `--workdir` defaults to `runs/<experiment>` (the
   name of `run_fn`'s module). An override of a field the config does not have exits with an
   error naming the field and the closest existing names.
+  Errors a user can fix print one message without a traceback and exit 2, before anything is
+  created: a missing config file, an unknown preset, another experiment's config, a batch size,
+  epoch or step count < 1, a workdir that is a file or not writable, a workdir of another
+  config, a workdir in use by another run (a lock file `DIR/.lock`, see
+  `failures.WorkdirLock`). The run's end maps to the exit codes of `redundax.train.failures`:
+  0 done, 143 preempted (SIGTERM: checkpoint saved, rerun to resume), 3 diverged, 4 storage
+  error, 2 user error.
 - `maybe_initialize_distributed(coordinator_address=None, num_processes=None, process_id=None,
   *, auto=False) -> bool`: calls `jax.distributed.initialize` when a multi-process launch is
   detected: the `--coordinator_address`/`--num_processes`/`--process_id` flags, the
@@ -27,21 +35,23 @@ Two processes on one machine, for example:
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import errno
 import importlib.util
 import json
 import logging as std_logging
 import os
 import pathlib
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NoReturn
 
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from redundax.train import checkpoint
+from redundax.train import checkpoint, failures
 
 CONFIG_FILE = "config.json"
 
@@ -161,22 +171,103 @@ def unknown_config_field(config: Any, argv: Sequence[str]) -> str | None:
     return None
 
 
+def usage_exit(message: str) -> NoReturn:
+    """Print a user-fixable error (no traceback) and exit with status 2."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(failures.EXIT_USAGE)
+
+
+def _config_file_error(spec: str) -> str | None:
+    """The message for a --config that cannot be loaded (missing file, unknown preset), or None."""
+    path = spec.partition(":")[0]
+    if not os.path.isfile(path):
+        return (
+            f"--config {spec}: no such file {path!r}. Pass path/to/config.py[:preset], e.g. "
+            "--config configs/classify.py:smoke."
+        )
+    try:
+        _load_config(spec)
+    except Exception as error:  # the config module's own message (e.g. an unknown preset)
+        return f"--config {spec}: {error}"
+    return None
+
+
 def _flags_parser(default_config: str) -> Callable[[list[str]], list[str]]:
     def parse(argv: list[str]) -> list[str]:
+        spec = _config_argument(argv, default_config)
+        if any(a in ("--help", "--helpshort", "--helpfull", "-h") for a in argv):
+            return flags.FLAGS(argv)
+        message = _config_file_error(spec)
+        if message:
+            usage_exit(message)
         try:
             return flags.FLAGS(argv)
-        except (AttributeError, KeyError, flags.Error) as error:
+        except (AttributeError, KeyError, TypeError, ValueError, flags.Error) as error:
             message = None
             try:
-                config = _load_config(_config_argument(argv, default_config))
-                message = unknown_config_field(config, argv)
+                message = unknown_config_field(_load_config(spec), argv)
             except Exception:  # report the original error instead
                 pass
-            print(f"FATAL Flags parsing error: {message or error}", file=sys.stderr)
-            print("Pass --helpshort or --helpfull to see help on flags.", file=sys.stderr)
-            sys.exit(1)
+            usage_exit(f"{message or error}\nPass --helpshort or --helpfull to see help on flags.")
 
     return parse
+
+
+# ---------------------------------------------------------------------------- config checks
+
+_POSITIVE_FIELDS = ("num_epochs", "epochs", "num_steps")  # and every "*batch_size"
+
+
+def _leaves(tree: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for key in tree.keys():
+        value = tree[key]
+        name = f"{prefix}{key}"
+        if hasattr(value, "keys"):
+            yield from _leaves(value, name + ".")
+        else:
+            yield name, value
+
+
+def config_problem(config: Any, default_config: str | None = None) -> str | None:
+    """A message for a config that cannot run, or None.
+
+    Checks that `config` has the top-level sections of the experiment's default config (another
+    experiment's config is named as such) and that batch sizes, epoch and step counts are >= 1.
+    """
+    if default_config is not None:
+        try:
+            expected = _load_config(default_config)
+        except Exception:  # the default is not loadable from here: skip this check
+            expected = None
+        if expected is not None:
+            missing = sorted(set(expected.keys()) - set(config.keys()))
+            if missing:
+                return (
+                    f"this config is not a config of this experiment (it lacks "
+                    f"{', '.join(map(repr, missing))}); pass this experiment's own config, "
+                    f"{default_config}[:preset]."
+                )
+    for name, value in _leaves(config):
+        last = name.rsplit(".", 1)[-1]
+        positive = last.endswith("batch_size") or last in _POSITIVE_FIELDS
+        if positive and isinstance(value, int) and not isinstance(value, bool) and value < 1:
+            return f"config.{name} must be >= 1; got {value} (--config.{name}=<positive int>)."
+    return None
+
+
+def workdir_problem(workdir: pathlib.Path) -> str | None:
+    """A message when `workdir` cannot be used (a file, not writable), or None. Creates nothing."""
+    if workdir.exists() and not workdir.is_dir():
+        return f"--workdir {workdir} is a file, not a directory; choose a directory."
+    existing = workdir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"--workdir {workdir}: {existing} is a file, not a directory."
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "" if existing == workdir else f" (its nearest existing parent {existing} is not)"
+        return f"--workdir {workdir} is not writable{where}; choose a writable directory."
+    return None
 
 
 # ---------------------------------------------------------------------------- main
@@ -198,6 +289,56 @@ def _default_workdir(run_fn: Callable[..., Any]) -> pathlib.Path:
     return pathlib.Path("runs") / name.rsplit(".", 1)[-1]
 
 
+def _write_config(workdir: pathlib.Path, config: Any) -> None:
+    tmp = workdir / f".{CONFIG_FILE}.tmp"
+    tmp.write_text(json.dumps(checkpoint.config_to_dict(config), indent=2, sort_keys=True) + "\n")
+    tmp.replace(workdir / CONFIG_FILE)
+
+
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM}
+
+
+def run_and_exit_code(run_fn: Callable[[Any, pathlib.Path], Any], config: Any, workdir) -> int:
+    """Run `run_fn(config, workdir)`; map how it ended to an exit code (`redundax.train.failures`).
+
+    Preempted (SIGTERM, checkpoint saved): 143. Diverged: 3. Storage error (a failed save, or
+    an `OSError` of a full, read-only or over-quota disk): 4, at once (`os._exit`, so no
+    background writer can hang the process). User-fixable error (`failures.UsageError`): 2.
+    Each prints one message, without a traceback; any other exception propagates (traceback,
+    status 1).
+    """
+    try:
+        with failures.sigterm_raises_preempted():
+            run_fn(config, workdir)
+    except failures.Preempted as stop:
+        logging.warning("preempted: %s", stop)
+    except failures.UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return failures.EXIT_USAGE
+    except failures.Diverged as error:
+        print(f"error: {error}", file=sys.stderr)
+        return failures.EXIT_DIVERGED
+    except OSError as error:
+        if not isinstance(error, failures.StorageError) and error.errno not in _STORAGE_ERRNOS:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        # Leave now: background writer threads (orbax, TensorBoard) stuck on the full disk must
+        # not keep the process alive; finished checkpoints are complete on disk.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.flush()
+        os._exit(failures.EXIT_STORAGE)
+    else:
+        if not failures.was_preempted():
+            return failures.EXIT_OK
+    print(
+        f"preempted: stopped on SIGTERM (a running training loop saved a checkpoint first); "
+        f"rerun the same command in {workdir} to resume (exit status {failures.EXIT_PREEMPTED}).",
+        file=sys.stderr,
+    )
+    return failures.EXIT_PREEMPTED
+
+
 def main(
     run_fn: Callable[[Any, pathlib.Path], Any],
     default_config: str,
@@ -216,18 +357,31 @@ def main(
         )
         config = fl.config
         workdir = pathlib.Path(fl.workdir) if fl.workdir else _default_workdir(run_fn)
+        problem = config_problem(config, default_config) or workdir_problem(workdir)
+        if problem:
+            usage_exit(problem)
         try:
+            checkpoint.check_workdir_config(workdir, config)
             checkpoint.check_config(workdir / checkpoint.CHECKPOINT_DIR, config)
         except ValueError as error:
-            print(f"FATAL: --workdir {workdir}: {error}", file=sys.stderr)
-            sys.exit(1)
-        if jax.process_index() == 0:
-            workdir.mkdir(parents=True, exist_ok=True)
-            (workdir / CONFIG_FILE).write_text(
-                json.dumps(checkpoint.config_to_dict(config), indent=2, sort_keys=True) + "\n"
-            )
-        logging.info("workdir %s, config:\n%s", workdir, config)
-        run_fn(config, workdir)
+            usage_exit(f"--workdir {workdir}: {error}")
+        failures.reset_preempted()
+        with contextlib.ExitStack() as stack:
+            if jax.process_index() == 0:
+                try:
+                    stack.enter_context(failures.WorkdirLock(workdir))
+                    _write_config(workdir, config)
+                except failures.UsageError as error:
+                    usage_exit(str(error))
+                except OSError as error:  # read-only file system, permissions, quota
+                    usage_exit(
+                        f"--workdir {workdir} cannot be written ({error.strerror or error}); "
+                        "choose a writable directory."
+                    )
+            logging.info("workdir %s, config:\n%s", workdir, config)
+            code = run_and_exit_code(run_fn, config, workdir)
+        if code:
+            sys.exit(code)
 
     app.run(
         _main,

@@ -11,7 +11,14 @@ API:
   the mean of the step metrics since the last log, prefixed `train/`, with `examples_per_sec`
   and `steps_per_sec` (compilation and evaluation excluded); every `eval_every` steps and at
   the end, `eval_fn(state)` (a dict of scalars, written as named). The checkpointer saves every `checkpointer.every` steps and at
-  the end; on SIGTERM it saves and the loop returns early (`state.step < num_steps`).
+  the end; on SIGTERM it saves and the loop returns early (`state.step < num_steps`, and
+  `failures.was_preempted()` turns True: the CLI exits 143).
+  Divergence: at every logging step and before every checkpoint the loop reads the step
+  metrics; a non-finite `loss`, `grad_norm`, `learning_rate` (or any `*loss*` metric), or
+  non-finite parameters before a save, raise `failures.Diverged` naming the step and the likely
+  cause (the CLI exits 3), so a diverged state is never checkpointed. Steps that the train step
+  skipped (`make_train_step(..., skip_nonfinite=True)`, metric `skipped` = 1) are logged as a
+  warning instead and left out of the logged means.
   `progress` shows a bar (None: when stdout is a terminal); `log_batches` records a
   fingerprint of every batch in `batches.jsonl` (process 0's part).
 - `evaluate(eval_step, state, arrays, *, batch_size, mesh) -> dict[str, float]`: means of the
@@ -33,16 +40,39 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh
 
+from redundax.train import failures
 from redundax.train import mesh as mesh_lib
+from redundax.train import step as step_lib
 from redundax.train.checkpoint import Checkpointer
 from redundax.train.metrics import Writer, batch_fingerprint
 from redundax.train.progress import Progress
 from redundax.train.state import TrainState
 
 
-def _mean_metrics(pending: list[dict[str, jax.Array]]) -> dict[str, float]:
+def _mean_metrics(host: list[dict[str, Any]]) -> dict[str, float]:
+    """Means over the steps of a logging interval; skipped (non-finite) steps are left out."""
+    out = {}
+    for name in host[0]:
+        values = np.asarray([m[name] for m in host], np.float64)
+        finite = values[np.isfinite(values)]
+        out[name] = float(np.mean(finite if finite.size else values))
+    return out
+
+
+def _check_divergence(pending: list[dict[str, Any]], first_step: int) -> list[dict[str, Any]]:
+    """Host copies of `pending`; `Diverged` at the first step with a non-finite loss or gradient
+    norm, unless the train step skipped that update (its `skipped` metric is 1)."""
     host = mesh_lib.to_host(pending)
-    return {name: float(np.mean([m[name] for m in host])) for name in host[0]}
+    for i, m in enumerate(host):
+        if float(m.get(step_lib.SKIPPED, 0.0)) > 0:
+            logging.warning(
+                "step %d: non-finite loss or gradient, update skipped (%s)",
+                first_step + i,
+                ", ".join(f"{k}={v}" for k, v in failures.nonfinite_metrics(m).items()),
+            )
+            continue
+        failures.check_finite_metrics(first_step + i, m)
+    return host
 
 
 def train(
@@ -76,6 +106,8 @@ def train(
         )
     pending: list[dict[str, jax.Array]] = []
     timer_start, timed_steps, examples = None, 0, 0
+    if step >= num_steps and num_steps > 0:
+        logging.info("Training already complete (step %d of %d): no step to run.", step, num_steps)
 
     with Progress(num_steps, initial=step, bar=progress) as bar:
         while step < num_steps:
@@ -97,7 +129,8 @@ def train(
 
             # ---------------------------------------------------------------- logging
             if step % log_every == 0 or last:
-                record = {f"train/{k}": v for k, v in _mean_metrics(pending).items()}
+                host = _check_divergence(pending, step - len(pending) + 1)
+                record = {f"train/{k}": v for k, v in _mean_metrics(host).items()}
                 elapsed = time.perf_counter() - timer_start
                 if timed_steps and elapsed > 0:
                     record["examples_per_sec"] = examples / elapsed
@@ -123,12 +156,21 @@ def train(
             if checkpointer is not None:
                 paused = time.perf_counter()
                 stop = checkpointer.should_stop(step)
+                if stop or last or step % checkpointer.every == 0:
+                    # never save a diverged state over the last good checkpoint
+                    _check_divergence(pending, step - len(pending) + 1)
+                    if not failures.tree_is_finite(state.params):
+                        raise failures.Diverged(
+                            f"training diverged before step {step}: the parameters hold NaN or "
+                            f"Inf values (not saved). {failures.DIVERGENCE_HINT}"
+                        )
                 checkpointer.save(step, state, data_iter, force=stop or last)
                 timer_start += time.perf_counter() - paused
                 if stop:
                     checkpointer.wait()
                     if writer is not None:
                         writer.flush()
+                    failures.note_preempted()
                     break
     if writer is not None:
         writer.flush()

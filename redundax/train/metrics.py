@@ -12,7 +12,10 @@ API:
   `write(step, metrics)`, `write_batch(step, fingerprint)` (to `batches.jsonl`, append-only:
   a record of the data order that resume tests compare), `flush()`, `close()`; a context
   manager.
-- `read_jsonl(path) -> list[dict]`: the records of a JSON-lines file.
+- `read_jsonl(path) -> list[dict]`: the records of a JSON-lines file (a truncated last record
+  is dropped with a warning naming the file).
+- `write_json(path, obj)` / `dumps_strict(obj)`: strict JSON (no NaN/Infinity tokens: `null`,
+  with the reasons under `"null_reasons"`), written atomically; every results file uses it.
 - `batch_fingerprint(batch) -> str`: a short hash of a batch's arrays (bytes, shapes, dtypes).
 
 Values are written as Python floats; NaN and infinities (which JSON lacks) are written as `null`
@@ -31,6 +34,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from absl import logging
 
 METRICS_FILE = "metrics.jsonl"
 BATCHES_FILE = "batches.jsonl"
@@ -38,17 +42,102 @@ TENSORBOARD_DIR = "tensorboard"
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """All records of a JSON-lines file (an empty list when it does not exist)."""
+    """All records of a JSON-lines file (an empty list when it does not exist).
+
+    A truncated last record (a run killed while writing it) is dropped with a warning naming the
+    file; an unreadable record before the last raises `ValueError` naming the file and line.
+    """
     path = pathlib.Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [(i, line) for i, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]
+    records = []
+    for k, (i, line) in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            if k == len(lines) - 1:
+                logging.warning(
+                    "%s: dropped a truncated last record (line %d: %s); it is rewritten when "
+                    "the run continues.",
+                    path,
+                    i,
+                    error,
+                )
+                break
+            raise ValueError(
+                f"{path}, line {i}, is not valid JSON ({error}); the file is damaged. Delete "
+                "that line (or the file) and rerun."
+            ) from None
+    return records
 
 
-def _truncate_after(path: pathlib.Path, step: int) -> None:
+def loads_json_file(path: str | os.PathLike) -> Any:
+    """The JSON value of a file; `ValueError` naming the file when it is truncated or damaged."""
+    path = pathlib.Path(path)
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}).") from None
+
+
+def strict_json(obj: Any, _path: str = "", _reasons: dict | None = None) -> tuple[Any, dict]:
+    """`(clean, reasons)`: `obj` with every NaN/Inf float replaced by None, and a map from the
+    dotted path of each replaced value to the reason (`"NaN"`, `"Infinity"`, `"-Infinity"`)."""
+    reasons = {} if _reasons is None else _reasons
+    if isinstance(obj, Mapping):
+        clean = {k: strict_json(v, f"{_path}.{k}" if _path else str(k), reasons)[0]
+                 for k, v in obj.items()}  # fmt: skip
+    elif isinstance(obj, (list, tuple)):
+        clean = [strict_json(v, f"{_path}[{i}]", reasons)[0] for i, v in enumerate(obj)]
+    elif isinstance(obj, (float, np.floating)) or (
+        isinstance(obj, np.ndarray | jax.Array) and np.ndim(obj) == 0
+    ):
+        v = float(obj)
+        if math.isfinite(v):
+            clean = v
+        else:
+            clean = None
+            reasons[_path] = "NaN" if math.isnan(v) else ("Infinity" if v > 0 else "-Infinity")
+    elif isinstance(obj, np.integer):
+        clean = int(obj)
+    elif isinstance(obj, np.ndarray | jax.Array):
+        clean = strict_json(np.asarray(obj).tolist(), _path, reasons)[0]
+    else:
+        clean = obj
+    return clean, reasons
+
+
+NULL_REASONS = "null_reasons"
+
+
+def dumps_strict(obj: Any, **kwargs: Any) -> str:
+    """Strict JSON text of `obj` (RFC 8259: no NaN/Infinity tokens).
+
+    Non-finite numbers are written as `null`; a mapping at the top level gets an entry
+    `"null_reasons": {"<dotted.path>": "NaN" | "Infinity" | "-Infinity", ...}` saying why.
+    """
+    clean, reasons = strict_json(obj)
+    if reasons and isinstance(clean, dict):
+        clean[NULL_REASONS] = {
+            k: f"{v} (not finite: a diverged or undefined quantity)" for k, v in reasons.items()
+        }
+    return json.dumps(clean, allow_nan=False, **kwargs)
+
+
+def write_json(path: str | os.PathLike, obj: Any, *, indent: int | None = 2) -> None:
+    """Write `obj` as strict JSON (`dumps_strict`) atomically (temporary file, then rename)."""
+    path = pathlib.Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(dumps_strict(obj, indent=indent) + "\n")
+    tmp.replace(path)
+
+
+def _truncate_after(path: pathlib.Path, step: int | None) -> None:
+    """Rewrite `path` without records after `step` (None: keep all) or a truncated last one."""
     if not path.exists():
         return
-    kept = [r for r in read_jsonl(path) if int(r["step"]) <= step]
+    kept = [r for r in read_jsonl(path) if step is None or int(r["step"]) <= step]
     tmp = path.with_suffix(".tmp")
     tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
     tmp.replace(path)
@@ -89,6 +178,8 @@ class Writer:
         self.path = self.workdir / METRICS_FILE
         if resume_step is not None:
             _truncate_after(self.path, int(resume_step))
+        elif self.path.exists() and not self.path.read_bytes().endswith(b"\n"):
+            _truncate_after(self.path, None)  # a truncated last record: drop it (with a warning)
         if tensorboard:
             from tensorboardX import SummaryWriter
 

@@ -8,6 +8,9 @@ API:
   a bar, `update` with metrics logs one line `step 100/500 (20%): loss=0.312 ...` (call it at
   the logging interval). `close()`; a context manager.
 - `format_metrics(metrics) -> str`: `name=value` pairs with 4 significant digits.
+
+While a bar is shown, log lines (absl's handler and the standard library's console handlers)
+are written through `tqdm.write`, above the bar, so they do not garble it.
 """
 
 from __future__ import annotations
@@ -26,6 +29,22 @@ def format_metrics(metrics: Mapping[str, Any]) -> str:
     for name, value in metrics.items():
         parts.append(f"{name}={float('nan') if value is None else float(value):.4g}")
     return " ".join(parts)
+
+
+class _TqdmStream:
+    """A text stream that writes through `tqdm.write` (above any open bar)."""
+
+    def __init__(self, stream: Any):
+        self._stream = stream
+
+    def write(self, text: str) -> None:
+        from tqdm.auto import tqdm
+
+        if text.strip():
+            tqdm.write(text.rstrip("\n"), file=self._stream)
+
+    def flush(self) -> None:
+        self._stream.flush()
 
 
 class Progress:
@@ -48,6 +67,22 @@ class Progress:
             from tqdm.auto import tqdm
 
             self._bar = tqdm(total=self.total, initial=self.step, desc=desc, dynamic_ncols=True)
+            self._route_logs()
+
+    def _route_logs(self) -> None:
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        self._redirect = logging_redirect_tqdm()  # standard-library console handlers
+        self._redirect.__enter__()
+        handler = logging.get_absl_handler().python_handler
+        self._absl = (handler, handler.stream)
+        if not isinstance(handler.stream, _TqdmStream):
+            handler.stream = _TqdmStream(handler.stream)
+
+    def _unroute_logs(self) -> None:
+        handler, stream = self._absl
+        handler.stream = stream
+        self._redirect.__exit__(None, None, None)
 
     def update(self, step: int, metrics: Mapping[str, Any] | None = None) -> None:
         """Progress to `step`; show or log `metrics` when given."""
@@ -65,6 +100,7 @@ class Progress:
 
     def close(self) -> None:
         if self._bar is not None:
+            self._unroute_logs()
             self._bar.close()
             self._bar = None
 

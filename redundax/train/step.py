@@ -16,6 +16,11 @@ API:
   - `metrics`: `loss`, the entries of `aux`, `grad_norm` (global L2 norm of the
     gradient) and, with `learning_rate` (an optax schedule of the optimizer-update count),
     `learning_rate`.
+  - `skip_nonfinite=True`: a step whose loss, gradient norm or update is NaN/Inf leaves the
+    parameters,
+    the other model state and the optimizer state unchanged (the step counter still advances)
+    and reports the metric `skipped` = 1 (0 otherwise); the loop then warns instead of
+    stopping (`redundax.train.loop.train`). Default False: the loop stops on divergence.
   - Gradient accumulation: give `optax.MultiSteps(tx, k)` (or `accumulate(tx, k)`) as `tx` to
     both `state.create` and `make_train_step`: every call consumes one micro-batch; the
     parameters change every `k` calls, by the optimizer applied to the mean gradient.
@@ -46,6 +51,7 @@ from redundax.train import mesh as mesh_lib
 from redundax.train.state import TrainState, step_rng
 
 EXTRA_ARGS = "extra_args"
+SKIPPED = "skipped"  # metric of a step built with skip_nonfinite: 1.0 when its update was dropped
 
 LossFn = Callable[[nnx.Module, Mapping[str, jax.Array], jax.Array], tuple[jax.Array, dict]]
 MetricFn = Callable[[nnx.Module, Mapping[str, jax.Array]], Mapping[str, jax.Array]]
@@ -77,6 +83,7 @@ def make_train_step(
     mesh: Mesh | None = None,
     learning_rate: optax.Schedule | None = None,
     donate: bool = True,
+    skip_nonfinite: bool = False,
 ) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
     """Jitted `train_step(state, batch, **extra_args) -> (state, metrics)` (module docstring)."""
     if not callable(loss_fn):
@@ -101,6 +108,18 @@ def make_train_step(
         metrics = {"loss": loss, **aux, "grad_norm": optax.tree.norm(grads)}
         if learning_rate is not None:
             metrics["learning_rate"] = jnp.asarray(learning_rate(_update_count(state)), jnp.float32)
+        if skip_nonfinite:
+            ok = (
+                jnp.isfinite(loss)
+                & jnp.isfinite(metrics["grad_norm"])
+                & jnp.isfinite(optax.tree.norm(updates))
+            )
+            params, other, opt_state = jax.tree.map(
+                lambda new, old: jnp.where(ok, new, old),
+                (params, other, opt_state),
+                (state.params, state.other, state.opt_state),
+            )
+            metrics[SKIPPED] = jnp.where(ok, 0.0, 1.0).astype(jnp.float32)
         new_state = state.replace(
             params=params, other=other, opt_state=opt_state, step=state.step + 1
         )
