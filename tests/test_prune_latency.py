@@ -24,8 +24,14 @@ def tiny(name):
     return {
         "resnet": lambda: ResNet(10, in_channels=1, widths=(8, 16), blocks=(2, 1), rngs=r),
         "vgg": lambda: VGG(10, in_channels=1, cfg=(8, "M", 16, 16, "M", 16), rngs=r),
-        "mobilenet": lambda: MobileNetV2(10, in_channels=1, width=0.5, last_channels=16,
-                                         settings=((1, 16, 1, 1), (6, 8, 2, 2)), rngs=r),
+        "mobilenet": lambda: MobileNetV2(
+            10,
+            in_channels=1,
+            width=0.5,
+            last_channels=16,
+            settings=((1, 16, 1, 1), (6, 8, 2, 2)),
+            rngs=r,
+        ),
     }[name]()
 
 
@@ -81,21 +87,34 @@ def test_timed_program_is_the_shrunk_network(name):
     # the shrunk network computes what the masked one does (so its latency is the pruned model's)
     x = jax.random.normal(jax.random.key(1), (b, *IMAGE))
     masked = G.apply_masks(nnx.clone(model), g, masks)
-    np.testing.assert_allclose(prog.compiled(prog.args[0], x),
-                               nnx.view(masked, use_running_average=True)(x), atol=2e-5, rtol=1e-5)
+    np.testing.assert_allclose(
+        prog.compiled(prog.args[0], x),
+        nnx.view(masked, use_running_average=True)(x),
+        atol=2e-5,
+        rtol=1e-5,
+    )
 
 
 def test_hlo_macs_closed_form():
     """Grouped conv with stride and a batched matmul: MACs against closed forms."""
 
     def f(x, k, a, w):
-        y = jax.lax.conv_general_dilated(x, k, (2, 2), ((1, 1), (1, 1)),
-                                         dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                         feature_group_count=2)
+        y = jax.lax.conv_general_dilated(
+            x,
+            k,
+            (2, 2),
+            ((1, 1), (1, 1)),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            feature_group_count=2,
+        )
         return y, jnp.einsum("bij,bjk->bik", a, w)
 
-    args = (jnp.ones((3, 8, 8, 4)), jnp.ones((3, 3, 2, 6)), jnp.ones((5, 2, 7)),
-            jnp.ones((5, 7, 9)))
+    args = (
+        jnp.ones((3, 8, 8, 4)),
+        jnp.ones((3, 3, 2, 6)),
+        jnp.ones((5, 2, 7)),
+        jnp.ones((5, 7, 9)),
+    )
     text = jax.jit(f).lower(*args).as_text()
     conv = 3 * 4 * 4 * 6 * (3 * 3 * 2)  # out elements x kh kw C_in/groups
     dot = 5 * 2 * 9 * 7
@@ -104,8 +123,11 @@ def test_hlo_macs_closed_form():
 
 def test_hlo_macs_refuses_ops_in_called_functions():
     inner = jax.jit(lambda a, b: a @ b)
-    text = jax.jit(lambda a, b: inner(a, b) + inner(b, a)).lower(jnp.ones((3, 3)),
-                                                                 jnp.ones((3, 3))).as_text()
+    text = (
+        jax.jit(lambda a, b: inner(a, b) + inner(b, a))
+        .lower(jnp.ones((3, 3)), jnp.ones((3, 3)))
+        .as_text()
+    )
     if "func.func private" not in text:
         pytest.skip("this jax inlines nested jit calls")
     with pytest.raises(ValueError, match="inlined"):

@@ -64,7 +64,9 @@ class Timing:
     repeats: int
 
 
-def compile_forward(model, image_shape: Sequence[int], batch_size: int, *, seed: int = 0) -> Program:
+def compile_forward(
+    model, image_shape: Sequence[int], batch_size: int, *, seed: int = 0
+) -> Program:
     """Compile `model`'s eval-mode forward pass for a `(batch_size, *image_shape)` float32 input.
 
     The input is standard normal noise (latency does not depend on the values). The model's state is
@@ -115,8 +117,12 @@ def time_programs(programs: Sequence[Program], *, repeats: int, warmup: int = 2)
 
 
 def measure_latency(
-    models: Sequence[Any], image_shape: Sequence[int], batch_sizes: Sequence[int] = (1, 256), *,
-    repeats: int = 20, warmup: int = 2,
+    models: Sequence[Any],
+    image_shape: Sequence[int],
+    batch_sizes: Sequence[int] = (1, 256),
+    *,
+    repeats: int = 20,
+    warmup: int = 2,
 ) -> dict[int, list[Timing]]:
     """Median latency of each model's forward pass at each batch size, models timed round-robin.
 
@@ -126,8 +132,12 @@ def measure_latency(
     Returns:
       `{batch_size: [Timing per model]}`.
     """
-    return {b: ts for b, (_, ts) in _compile_and_time(models, image_shape, batch_sizes,
-                                                        repeats=repeats, warmup=warmup).items()}
+    return {
+        b: ts
+        for b, (_, ts) in _compile_and_time(
+            models, image_shape, batch_sizes, repeats=repeats, warmup=warmup
+        ).items()
+    }
 
 
 def _compile_and_time(models, image_shape, batch_sizes, *, repeats, warmup):
@@ -143,8 +153,14 @@ def _compile_and_time(models, image_shape, batch_sizes, *, repeats, warmup):
 
 
 def pruned_latency(
-    model, graph, masks_seq: Sequence[Any], image_shape: Sequence[int],
-    batch_sizes: Sequence[int] = (1, 256), *, repeats: int = 20, warmup: int = 2,
+    model,
+    graph,
+    masks_seq: Sequence[Any],
+    image_shape: Sequence[int],
+    batch_sizes: Sequence[int] = (1, 256),
+    *,
+    repeats: int = 20,
+    warmup: int = 2,
 ) -> dict[str, Any]:
     """Latency of the physically shrunk network of each mask set, beside the unpruned `model`.
 
@@ -160,8 +176,9 @@ def pruned_latency(
       each timed shrunk program]}` with integer batch-size keys.
     """
     small = [channels_lib.shrink(model, graph, m)[0] for m in masks_seq]
-    runs = _compile_and_time([model, *small], image_shape, batch_sizes, repeats=repeats,
-                             warmup=warmup)
+    runs = _compile_and_time(
+        [model, *small], image_shape, batch_sizes, repeats=repeats, warmup=warmup
+    )
     out: dict[str, Any] = {"full_ms": {}, "ms": {}, "ratio": {}}
     for b, (_, ts) in runs.items():
         out["full_ms"][b] = ts[0].median_ms
@@ -205,8 +222,10 @@ def hlo_macs(text: str) -> int:
         name = re.match(r"func\.func (?:public |private )?@\"?([^\"(]+)", func)
         ops = _ops_macs(func)
         if ops and name is not None and name.group(1) != "main":
-            raise ValueError(f"function @{name.group(1)} holds convolutions or matrix products; "
-                             "hlo_macs counts only ops inlined into @main.")
+            raise ValueError(
+                f"function @{name.group(1)} holds convolutions or matrix products; "
+                "hlo_macs counts only ops inlined into @main."
+            )
         total += ops
     return total
 
