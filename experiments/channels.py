@@ -387,7 +387,7 @@ def latency_summary(config, runs) -> dict[str, Any]:
                                               r["curves"][m]["retention"]) for m in methods})
             r.setdefault("auc_latency", {})[key], r.setdefault("latency_interval", {})[key] = a, iv
             per.append(a)
-        out["auc_latency"][key] = {m: float(np.nanmean([a[m] for a in per])) for m in methods}
+        out["auc_latency"][key] = {m: _finite_mean([a[m] for a in per]) for m in methods}
         out["interval"][key] = [float(np.mean([r["latency_interval"][key][i] for r in timed]))
                                 for i in (0, 1)]
         out["full_ms"][key] = float(np.median([r["curves"][m][f"latency_full_b{b}_ms"]
@@ -397,6 +397,12 @@ def latency_summary(config, runs) -> dict[str, Any]:
         out["rho_latency_macs"][key] = float(sstats.spearmanr(flops_x, lat_x).statistic)
         out["slower_fraction"][key] = float(np.mean(lat_x < 0))
     return out
+
+
+def _finite_mean(values) -> float:
+    v = np.asarray(values, np.float64)
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if v.size else math.nan
 
 
 def results_markdown(config, results) -> str:
