@@ -199,8 +199,10 @@ def pruning_curves(config, model, graph, fm, scores, train, test, base_acc, seed
 def latency_fields(config, model, graph, masks, image_shape) -> dict[str, Any]:
     """`latency_b{b}_ms`, `latency_pruned_b{b}` (1 - ratio to the unpruned network timed in the same
     round-robin) and the reference `latency_full_b{b}_ms` for every configured batch size."""
+    t0 = time.perf_counter()
     res = lat.pruned_latency(model, graph, masks, image_shape, tuple(config.latency.batch_sizes),
                              repeats=config.latency.repeats, warmup=config.latency.warmup)
+    logging.info("  latency of %d shrunk networks: %.1f s", len(masks), time.perf_counter() - t0)
     out: dict[str, Any] = {"xla_flops": res["xla_flops"]}
     for b in res["ms"]:
         out[f"latency_b{b}_ms"] = res["ms"][b]
