@@ -146,9 +146,13 @@ class _Recorder:
 def test_time_programs_round_robin_and_medians():
     log = []
     ts = L.time_programs([_Recorder("a", log), _Recorder("b", log)], repeats=4, warmup=1)
-    assert log == ["a", "b"] * 5  # warm-up round, then every repeat runs each program in turn
+    # warm-up round, then every repeat runs each program once, starting one program later
+    assert log == ["a", "b"] + ["a", "b", "b", "a"] * 2
     for t in ts:
         assert t.repeats == 4 and 0 <= t.q25_ms <= t.median_ms <= t.q75_ms
+    log.clear()
+    L.time_programs([_Recorder(k, log) for k in "abc"], repeats=2, warmup=0, rotate=False)
+    assert log == list("abcabc")
     with pytest.raises(ValueError, match="repeats"):
         L.time_programs([], repeats=0)
     with pytest.raises(ValueError, match="warmup"):

@@ -7,10 +7,13 @@ into a smaller dense one, so its latency can be measured, not assumed.
 
 A `Program` is the eval-mode forward pass (running BatchNorm statistics) of one model compiled once
 for one input shape, with its arguments placed on the device. `time_programs` runs several programs
-round-robin (each repeat runs every program once, in turn), after `warmup` untimed calls, and reports
-the median wall time of `repeats` calls with `block_until_ready`: on a shared machine a load change
-then hits every program alike, and latency ratios against a reference timed in the same round-robin
-(the unpruned network) stay meaningful where absolute times are inflated.
+round-robin (each repeat runs every program once, starting one program later than the repeat
+before), after `warmup` untimed calls, and reports the median wall time of `repeats` calls with
+`block_until_ready`: on a shared machine a load change then hits every program alike, and latency
+ratios against a reference timed in the same round-robin (the unpruned network) stay meaningful
+where absolute times are inflated. Their resolution is the load's: on 2 CPU cores under a load
+average of ~12, four copies of one program timed this way (60 repeats, batch 1) had medians up to
+15% apart.
 
 `program_macs` counts the multiply-accumulates of the convolutions and matrix products in the very
 program that is timed (its StableHLO), so a test can check that the timed network is the shrunk one:
@@ -88,13 +91,16 @@ def compile_forward(
     return Program(batch_size, lowered, lowered.compile(), args)
 
 
-def time_programs(programs: Sequence[Program], *, repeats: int, warmup: int = 2) -> list[Timing]:
+def time_programs(
+    programs: Sequence[Program], *, repeats: int, warmup: int = 2, rotate: bool = True
+) -> list[Timing]:
     """Median wall time of each program, timed round-robin (module docstring).
 
     Args:
       programs: compiled programs (`compile_forward`); the first is usually the reference.
       repeats: timed calls per program; the median is reported (robust to load spikes).
       warmup: untimed calls per program first (allocations, caches, thread pools).
+      rotate: start each repeat's round one program later, so that no program always runs first.
     """
     if repeats < 1:
         raise ValueError(f"`repeats` must be >= 1; got {repeats}.")
@@ -103,11 +109,12 @@ def time_programs(programs: Sequence[Program], *, repeats: int, warmup: int = 2)
     for _ in range(warmup):
         for p in programs:
             jax.block_until_ready(p())
-    times = np.zeros((len(programs), repeats))
+    n = len(programs)
+    times = np.zeros((n, repeats))
     for r in range(repeats):
-        for i, p in enumerate(programs):
+        for i in np.roll(np.arange(n), -r) if rotate else range(n):
             t0 = time.perf_counter()
-            jax.block_until_ready(p())
+            jax.block_until_ready(programs[i]())
             times[i, r] = time.perf_counter() - t0
     out = []
     for t in times * 1e3:
