@@ -99,6 +99,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
     c.latency.enabled = True
     c.latency.batch_sizes = (1, 256)  # batch 1 and a large batch
     c.latency.repeats = 10  # timed calls per network; the median is reported
+    c.latency.min_seconds = 1.0  # and more, until each batch size's round-robin took this long
     c.latency.warmup = 1
     c.latency.all_seeds = False  # False: the first seed only (compiles 2 programs per point)
 
@@ -126,6 +127,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
         c.prune.n_boot = 200
         c.latency.batch_sizes = (1, 32)
         c.latency.repeats = 3
+        c.latency.min_seconds = 0.0
         return c
     if arg == "cifar100":
         c.dataset = "cifar100"

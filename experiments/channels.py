@@ -201,7 +201,8 @@ def latency_fields(config, model, graph, masks, image_shape) -> dict[str, Any]:
     round-robin) and the reference `latency_full_b{b}_ms` for every configured batch size."""
     t0 = time.perf_counter()
     res = lat.pruned_latency(model, graph, masks, image_shape, tuple(config.latency.batch_sizes),
-                             repeats=config.latency.repeats, warmup=config.latency.warmup)
+                             repeats=config.latency.repeats, warmup=config.latency.warmup,
+                             min_time_s=config.latency.min_seconds)
     logging.info("  latency of %d shrunk networks: %.1f s", len(masks), time.perf_counter() - t0)
     out: dict[str, Any] = {"xla_flops": res["xla_flops"]}
     for b in res["ms"]:
@@ -470,7 +471,9 @@ def latency_markdown(config, results) -> list[str]:
     lines = ["", f"## Latency-verified pruning (seeds {first['seeds']}; CPU)", "",
              "Every point's network is physically shrunk, its eval forward pass compiled once per "
              f"batch size ({', '.join(bs)}) and timed round-robin with the unpruned network "
-             f"(median of {config.latency.repeats} calls after {config.latency.warmup} warm-up); "
+             f"(median of at least {config.latency.repeats} calls, more until "
+             f"{config.latency.min_seconds} s per batch size, after {config.latency.warmup} "
+             "warm-up); "
              "latency saved = 1 - latency / unpruned latency. AUC: mean retention over the common "
              "interval of MACs saved, or of latency saved." +
              ("" if config.latency.all_seeds else " Latency is measured on the first seed only; the "

@@ -153,6 +153,10 @@ def test_time_programs_round_robin_and_medians():
     log.clear()
     L.time_programs([_Recorder(k, log) for k in "abc"], repeats=2, warmup=0, rotate=False)
     assert log == list("abcabc")
+    # min_time_s: more rounds than `repeats` (never more than the cap), every one complete
+    log.clear()
+    (t,) = L.time_programs([_Recorder("a", log)], repeats=1, warmup=0, min_time_s=10.0)
+    assert t.repeats == len(log) == L.MAX_REPEATS_FACTOR
     with pytest.raises(ValueError, match="repeats"):
         L.time_programs([], repeats=0)
     with pytest.raises(ValueError, match="warmup"):

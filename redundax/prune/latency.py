@@ -40,6 +40,8 @@ from flax import nnx
 
 from redundax.prune import channels as channels_lib
 
+MAX_REPEATS_FACTOR = 50
+
 
 @dataclasses.dataclass(frozen=True)
 class Program:
@@ -59,7 +61,7 @@ class Program:
 
 @dataclasses.dataclass(frozen=True)
 class Timing:
-    """Wall time of one program over `repeats` timed calls, in milliseconds."""
+    """Wall time of one program over `repeats` timed calls (the number made), in milliseconds."""
 
     median_ms: float
     q25_ms: float
@@ -92,7 +94,12 @@ def compile_forward(
 
 
 def time_programs(
-    programs: Sequence[Program], *, repeats: int, warmup: int = 2, rotate: bool = True
+    programs: Sequence[Program],
+    *,
+    repeats: int,
+    warmup: int = 2,
+    rotate: bool = True,
+    min_time_s: float = 0.0,
 ) -> list[Timing]:
     """Median wall time of each program, timed round-robin (module docstring).
 
@@ -101,6 +108,8 @@ def time_programs(
       repeats: timed calls per program; the median is reported (robust to load spikes).
       warmup: untimed calls per program first (allocations, caches, thread pools).
       rotate: start each repeat's round one program later, so that no program always runs first.
+      min_time_s: keep repeating (up to `MAX_REPEATS_FACTOR * repeats` rounds) until the rounds
+        took this long: fast programs (batch 1) then get many more samples at little cost.
     """
     if repeats < 1:
         raise ValueError(f"`repeats` must be >= 1; got {repeats}.")
@@ -110,16 +119,21 @@ def time_programs(
         for p in programs:
             jax.block_until_ready(p())
     n = len(programs)
-    times = np.zeros((n, repeats))
-    for r in range(repeats):
+    rounds, start = [], time.perf_counter()
+    while len(rounds) < repeats or (
+        time.perf_counter() - start < min_time_s and len(rounds) < MAX_REPEATS_FACTOR * repeats
+    ):
+        r, row = len(rounds), np.zeros(n)
         for i in np.roll(np.arange(n), -r) if rotate else range(n):
             t0 = time.perf_counter()
             jax.block_until_ready(programs[i]())
-            times[i, r] = time.perf_counter() - t0
+            row[i] = time.perf_counter() - t0
+        rounds.append(row)
+    times = np.stack(rounds, axis=1) if rounds else np.zeros((n, 0))
     out = []
     for t in times * 1e3:
         q25, med, q75 = np.quantile(t, [0.25, 0.5, 0.75])
-        out.append(Timing(float(med), float(q25), float(q75), repeats))
+        out.append(Timing(float(med), float(q25), float(q75), times.shape[1]))
     return out
 
 
@@ -130,6 +144,7 @@ def measure_latency(
     *,
     repeats: int = 20,
     warmup: int = 2,
+    min_time_s: float = 0.0,
 ) -> dict[int, list[Timing]]:
     """Median latency of each model's forward pass at each batch size, models timed round-robin.
 
@@ -142,12 +157,12 @@ def measure_latency(
     return {
         b: ts
         for b, (_, ts) in _compile_and_time(
-            models, image_shape, batch_sizes, repeats=repeats, warmup=warmup
+            models, image_shape, batch_sizes, repeats=repeats, warmup=warmup, min_time_s=min_time_s
         ).items()
     }
 
 
-def _compile_and_time(models, image_shape, batch_sizes, *, repeats, warmup):
+def _compile_and_time(models, image_shape, batch_sizes, *, repeats, warmup, min_time_s=0.0):
     if not models:
         raise ValueError("`models` is empty; pass at least one model.")
     if not batch_sizes:
@@ -155,7 +170,10 @@ def _compile_and_time(models, image_shape, batch_sizes, *, repeats, warmup):
     out = {}
     for b in batch_sizes:
         progs = [compile_forward(m, image_shape, int(b)) for m in models]
-        out[int(b)] = (progs, time_programs(progs, repeats=repeats, warmup=warmup))
+        out[int(b)] = (
+            progs,
+            time_programs(progs, repeats=repeats, warmup=warmup, min_time_s=min_time_s),
+        )
     return out
 
 
@@ -168,6 +186,7 @@ def pruned_latency(
     *,
     repeats: int = 20,
     warmup: int = 2,
+    min_time_s: float = 0.0,
 ) -> dict[str, Any]:
     """Latency of the physically shrunk network of each mask set, beside the unpruned `model`.
 
@@ -184,7 +203,12 @@ def pruned_latency(
     """
     small = [channels_lib.shrink(model, graph, m)[0] for m in masks_seq]
     runs = _compile_and_time(
-        [model, *small], image_shape, batch_sizes, repeats=repeats, warmup=warmup
+        [model, *small],
+        image_shape,
+        batch_sizes,
+        repeats=repeats,
+        warmup=warmup,
+        min_time_s=min_time_s,
     )
     out: dict[str, Any] = {"full_ms": {}, "ms": {}, "ratio": {}}
     for b, (_, ts) in runs.items():
