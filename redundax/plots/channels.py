@@ -93,13 +93,13 @@ def latency_vs_macs(results: Mapping[str, Any], path) -> bool:
         run = next(r for r in results["archs"][a]["runs"] if r["seed"] == seed)
         for r, b in enumerate(sizes):
             ax = axes[r, c]
-            for m, cur in run["curves"].items():
+            for i, (m, cur) in enumerate(run["curves"].items()):
                 fam = _family(m)
                 macs = 1.0 - np.asarray(cur["flops_pruned"])
                 latency = 1.0 - np.asarray(cur[f"latency_pruned_b{b}"])
                 order = np.argsort(macs)
-                ax.plot(macs[order], latency[order], marker="o", ms=3, lw=1.0,
-                        color=FAMILY_COLORS[fam],
+                # one colour per method; line style by family (local -, target --, baseline :)
+                ax.plot(macs[order], latency[order], marker="o", ms=3, lw=1.0, color=f"C{i % 10}",
                         ls="-" if fam == "local" else "--" if fam == "target" else ":", label=m)
             ax.plot([0, 1], [0, 1], color="k", lw=0.6, ls="--")
             ax.axhline(1.0, color="0.5", lw=0.6)
