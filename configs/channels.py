@@ -8,8 +8,10 @@ Presets:
   default   scikit-learn digits (8x8, offline) with reduced-width ResNet-18 (widths 16-32-64-128,
             [2,2,2,2] blocks), VGG-16-BN (width 1/8) and MobileNetV2 (width 1/4, 128 final
             channels); 3 seeds; 15 training epochs; every pruning method at the paper's 10
-            sparsities with a 20-batch recovery fine-tune. 15 minutes on 2 idle CPU cores (900 s
-            measured; MobileNetV2 takes half of it).
+            sparsities with a 20-batch recovery fine-tune; on the first seed, the CPU latency of
+            every point's shrunk network at batch 1 and 256 (median of 10). 15 minutes on 2 idle
+            CPU cores without latency (900 s measured; MobileNetV2 takes half of it); latency
+            compiles two programs for each of the 390 points (`--config.latency.enabled=False` skips it).
   smoke     the whole pipeline on shortened tiny versions of the three families, 1 seed,
             3 sparsities, 2 methods per family.
   cifar100  the paper's protocol: CIFAR-100, ResNet-18 / VGG-16-BN / MobileNetV2 at full width, SGD
@@ -92,6 +94,15 @@ def get_config(arg: str | None = None) -> ConfigDict:
     c.prune.n_boot = 10000
     c.eval_batch_size = 512
 
+    # measured CPU latency of every pruning curve point's physically shrunk network
+    c.latency = ConfigDict()
+    c.latency.enabled = True
+    c.latency.batch_sizes = (1, 256)  # batch 1 and a large batch
+    c.latency.repeats = 10  # timed calls per network; the median is reported
+    c.latency.min_seconds = 1.0  # and more, until each batch size's round-robin took this long
+    c.latency.warmup = 1
+    c.latency.all_seeds = False  # False: the first seed only (compiles 2 programs per point)
+
     if arg in (None, "", "default"):
         return c
     if arg == "smoke":
@@ -114,6 +125,9 @@ def get_config(arg: str | None = None) -> ConfigDict:
         c.prune.finetune_batches = 2
         c.prune.taylor_batches = 1
         c.prune.n_boot = 200
+        c.latency.batch_sizes = (1, 32)
+        c.latency.repeats = 3
+        c.latency.min_seconds = 0.0
         return c
     if arg == "cifar100":
         c.dataset = "cifar100"
@@ -133,5 +147,6 @@ def get_config(arg: str | None = None) -> ConfigDict:
         c.lesion.channels = 20
         c.prune.finetune_batches = 200
         c.prune.taylor_batches = 20
+        c.latency.repeats = 20
         return c
     raise ValueError(f"unknown preset {arg!r} for configs/channels.py; use default, smoke or cifar100.")

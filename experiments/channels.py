@@ -7,8 +7,11 @@ the training split (indices saved to `calibration_indices.json`); summarise weak
 layer Spearman, local/target ARI vs permutation null), propagation (eq. 13) and higher-order
 structure; run single-channel lesions with peer replacement; prune with every method at the 10
 sparsities under one global threshold, fine-tune, and integrate accuracy retention over the common
-FLOPs-pruned interval. Writes `results.json`, `results.md` (tables like the paper's Tables 8-9 and the
-alignment summary), `metrics.jsonl`, TensorBoard events, model checkpoints and figures.
+FLOPs-pruned interval. On the first seed (`latency.all_seeds` for all), every curve point's physically
+shrunk network is also timed on the CPU at batch 1 and a large batch (`redundax.prune.latency`), and
+retention is integrated against latency saved too. Writes `results.json`, `results.md` (tables like
+the paper's Tables 8-9, the alignment summary, AUC against MACs and against latency),
+`metrics.jsonl`, TensorBoard events, model checkpoints and figures (`latency_vs_macs.png`).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from redundax.plots import channels as plots
 from redundax.prune import channels as pc
 from redundax.prune import flops as fl
 from redundax.prune import graph as G
+from redundax.prune import latency as lat
 from redundax.train import cli
 from redundax.train import metrics as metrics_lib
 
@@ -166,7 +170,10 @@ def method_scores(config, model, graph, per, calib, seed) -> dict[str, dict]:
     return out
 
 
-def pruning_curves(config, model, graph, fm, scores, train, test, base_acc, seed, n_train):
+def pruning_curves(config, model, graph, fm, scores, train, test, base_acc, seed, n_train,
+                   image_shape=None):
+    """Retention at every sparsity for every method; with `image_shape`, also the measured latency
+    of each physically shrunk network (`redundax.prune.latency.pruned_latency`)."""
     full = fl.count_macs(fm, graph)["total"]
     steps = min(config.prune.finetune_batches,
                 config.prune.finetune_epochs * max(1, n_train // config.train.batch_size))
@@ -181,9 +188,28 @@ def pruning_curves(config, model, graph, fm, scores, train, test, base_acc, seed
             *test, steps=steps, lr=config.prune.lr, momentum=config.prune.momentum,
             weight_decay=config.prune.weight_decay, batch_size=config.eval_batch_size)
         ys = [acc / base_acc if base_acc > 0 else 0.0 for acc in accs]
-        curves[meth] = {"flops_pruned": xs, "retention": ys, "channel_sparsity": sp}
+        curves[meth] = {"flops_pruned": xs, "retention": ys, "channel_sparsity": sp,
+                        "macs": [fl.count_macs(fm, graph, m)["total"] for m in masks]}
+        if image_shape is not None:
+            curves[meth].update(latency_fields(config, model, graph, masks, image_shape))
         logging.info("  %-14s retention %s", meth, " ".join(f"{y:.2f}" for y in ys))
     return curves
+
+
+def latency_fields(config, model, graph, masks, image_shape) -> dict[str, Any]:
+    """`latency_b{b}_ms`, `latency_pruned_b{b}` (1 - ratio to the unpruned network timed in the same
+    round-robin) and the reference `latency_full_b{b}_ms` for every configured batch size."""
+    t0 = time.perf_counter()
+    res = lat.pruned_latency(model, graph, masks, image_shape, tuple(config.latency.batch_sizes),
+                             repeats=config.latency.repeats, warmup=config.latency.warmup,
+                             min_time_s=config.latency.min_seconds)
+    logging.info("  latency of %d shrunk networks: %.1f s", len(masks), time.perf_counter() - t0)
+    out: dict[str, Any] = {"xla_flops": res["xla_flops"]}
+    for b in res["ms"]:
+        out[f"latency_b{b}_ms"] = res["ms"][b]
+        out[f"latency_pruned_b{b}"] = [1.0 - r for r in res["ratio"][b]]
+        out[f"latency_full_b{b}_ms"] = res["full_ms"][b]
+    return out
 
 
 def run(config, workdir: pathlib.Path) -> dict:
@@ -232,9 +258,12 @@ def run(config, workdir: pathlib.Path) -> dict:
             fm = fl.flops_model(model, graph, (h, w, cin))
             scores = method_scores(config, model, graph, per, calib, seed)
             clock("scores")
+            timed = config.latency.enabled and (config.latency.all_seeds
+                                                or seed == config.seeds[0])
             curves = pruning_curves(config, model, graph, fm, scores, train, test,
-                                    base["accuracy"], seed, n_train)
-            clock("pruning")
+                                    base["accuracy"], seed, n_train,
+                                    image_shape=(h, w, cin) if timed else None)
+            clock("pruning" + (" and latency" if timed else ""))
             _save_checkpoint(workdir / "checkpoints" / f"{arch.name}_seed{seed}", model)
             writer.write(0, {f"{tag}/test_accuracy": base["accuracy"]})
             runs.append({
@@ -327,12 +356,56 @@ def summarise_arch(config, runs) -> dict[str, Any]:
             out["best_baseline"] = bb
             out["local_minus_best_baseline"] = ana.paired_bootstrap(
                 [a - b for a, b in zip(aucs[bl], aucs[bb], strict=True)], n_boot=config.prune.n_boot)
+    lat_summary = latency_summary(config, runs)
+    if lat_summary:
+        out["latency"] = lat_summary
     keys = ("rho_ix_taskmi_mean", "ari_mean", "ari_null_mean", "ari_null_p95_mean",
             "frac_layers_p_gt_005", "rho_taskmi_redt_mean")
     out["alignment"] = {k: float(np.nanmean([r["alignment"].get(k, np.nan) for r in runs]))
                         for k in keys}
     out["test_accuracy"] = float(np.mean([r["test_accuracy"] for r in runs]))
     return out
+
+
+def latency_summary(config, runs) -> dict[str, Any]:
+    """Over the runs whose curves carry latency: AUC of retention vs latency saved per batch size
+    (common interval of each), AUC vs MACs saved on the same runs, and how latency tracks MACs
+    (Spearman over all points; fraction of points slower than the unpruned network)."""
+    methods = list(config.prune.methods)
+    bs = [int(b) for b in config.latency.batch_sizes]
+    timed = [r for r in runs if all(f"latency_pruned_b{bs[0]}" in r["curves"][m] for m in methods)]
+    if not timed:
+        return {}
+    out: dict[str, Any] = {
+        "seeds": [r["seed"] for r in timed], "batch_sizes": bs,
+        "auc_macs": {m: float(np.nanmean([r["auc"][m] for r in timed])) for m in methods},
+        "auc_latency": {}, "interval": {}, "full_ms": {}, "rho_latency_macs": {},
+        "slower_fraction": {}}
+    flops_x = np.concatenate([r["curves"][m]["flops_pruned"] for r in timed for m in methods])
+    for b in bs:
+        key = f"b{b}"
+        per = []
+        for r in timed:
+            a, iv = pc.flops_matched_auc({m: (r["curves"][m][f"latency_pruned_b{b}"],
+                                              r["curves"][m]["retention"]) for m in methods})
+            r.setdefault("auc_latency", {})[key], r.setdefault("latency_interval", {})[key] = a, iv
+            per.append(a)
+        out["auc_latency"][key] = {m: _finite_mean([a[m] for a in per]) for m in methods}
+        out["interval"][key] = [float(np.mean([r["latency_interval"][key][i] for r in timed]))
+                                for i in (0, 1)]
+        out["full_ms"][key] = float(np.median([r["curves"][m][f"latency_full_b{b}_ms"]
+                                               for r in timed for m in methods]))
+        lat_x = np.concatenate([r["curves"][m][f"latency_pruned_b{b}"] for r in timed
+                                for m in methods])
+        out["rho_latency_macs"][key] = float(sstats.spearmanr(flops_x, lat_x).statistic)
+        out["slower_fraction"][key] = float(np.mean(lat_x < 0))
+    return out
+
+
+def _finite_mean(values) -> float:
+    v = np.asarray(values, np.float64)
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if v.size else math.nan
 
 
 def results_markdown(config, results) -> str:
@@ -373,6 +446,7 @@ def results_markdown(config, results) -> str:
                      f"{al['rho_ix_taskmi_mean']:.3f} | {al['rho_taskmi_redt_mean']:.3f} | "
                      f"{al['ari_mean']:.3f} | {al['ari_null_mean']:.3f} | "
                      f"{al['ari_null_p95_mean']:.3f} | {al['frac_layers_p_gt_005']:.2f} |")
+    lines += latency_markdown(config, results)
     lines += ["", "## Lesions and peer replacement (first seed)", ""]
     for a in archs:
         les = results["archs"][a]["runs"][0]["lesion"]
@@ -382,6 +456,46 @@ def results_markdown(config, results) -> str:
                      + (f"; replacement {les['replacement']}" if "replacement" in les else ""))
     lines.append("")
     return "\n".join(lines)
+
+
+def _num(v: float) -> str:
+    return "n/a" if v is None or not math.isfinite(v) else f"{v:.3f}"
+
+
+def latency_markdown(config, results) -> list[str]:
+    archs = [a for a in results["archs"] if "latency" in results["archs"][a]]
+    if not archs:
+        return []
+    first = results["archs"][archs[0]]["latency"]
+    bs = [f"b{b}" for b in first["batch_sizes"]]
+    lines = ["", f"## Latency-verified pruning (seeds {first['seeds']}; CPU)", "",
+             "Every point's network is physically shrunk, its eval forward pass compiled once per "
+             f"batch size ({', '.join(bs)}) and timed round-robin with the unpruned network "
+             f"(median of at least {config.latency.repeats} calls, more until "
+             f"{config.latency.min_seconds} s per batch size, after {config.latency.warmup} "
+             "warm-up); "
+             "latency saved = 1 - latency / unpruned latency. AUC: mean retention over the common "
+             "interval of MACs saved, or of latency saved." +
+             ("" if config.latency.all_seeds else " Latency is measured on the first seed only; the "
+              "MACs column is the AUC of the same seed(s).") + " n/a: the methods' ranges of "
+             "latency saved do not overlap (no common interval).", "",
+             "| model | unpruned ms " + " | ".join(bs) + " | Spearman(MACs saved, latency saved) "
+             + " | ".join(bs) + " | points slower than unpruned " + " | ".join(bs) + " |",
+             "| --- |" + " --- |" * (3 * len(bs))]
+    for a in archs:
+        la = results["archs"][a]["latency"]
+        lines.append(f"| {a} | " + " | ".join(f"{la['full_ms'][k]:.3g}" for k in bs) + " | "
+                     + " | ".join(f"{la['rho_latency_macs'][k]:.2f}" for k in bs) + " | "
+                     + " | ".join(f"{la['slower_fraction'][k]:.0%}" for k in bs) + " |")
+    head = [f"{a} {x}" for a in archs for x in ("MACs", *(f"latency {k}" for k in bs))]
+    lines += ["", "| method | " + " | ".join(head) + " |", "| --- |" + " --- |" * len(head)]
+    for m in config.prune.methods:
+        cells = []
+        for a in archs:
+            la = results["archs"][a]["latency"]
+            cells += [_num(la["auc_macs"][m])] + [_num(la["auc_latency"][k][m]) for k in bs]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def main(argv=None):

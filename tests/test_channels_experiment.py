@@ -3,6 +3,8 @@
 import itertools
 import json
 
+import numpy as np
+
 from configs.channels import get_config
 from experiments import channels as exp
 from redundax.prune import channels as pc
@@ -23,12 +25,62 @@ def test_smoke_preset_writes_results(tmp_path):
             assert all(a < b for a, b in itertools.pairwise(xs))
         # Lemma 1: Red_T tracks task MI almost exactly
         assert r["alignment"]["rho_taskmi_redt_mean"] > 0.9
+        # every curve point carries the latency of its shrunk network, at both batch sizes
+        la = r["latency"]
+        assert la["seeds"] == [c.seeds[0]] and la["batch_sizes"] == list(c.latency.batch_sizes)
+        for m in c.prune.methods:
+            cur = run["curves"][m]
+            n = len(c.prune.sparsities)
+            assert len(cur["macs"]) == n
+            for b in c.latency.batch_sizes:
+                ms = cur[f"latency_b{b}_ms"]
+                assert len(ms) == n and all(t > 0 for t in ms)
+                np.testing.assert_allclose(cur[f"latency_pruned_b{b}"],
+                                           1 - np.asarray(ms) / cur[f"latency_full_b{b}_ms"])
+            assert set(la["auc_latency"]) == {f"b{b}" for b in c.latency.batch_sizes}
+            for b in c.latency.batch_sizes:
+                # a mean retention over the common interval of latency saved, NaN when the
+                # methods' (noisy) ranges do not overlap
+                auc, (lo, hi) = la["auc_latency"][f"b{b}"][m], run["latency_interval"][f"b{b}"]
+                assert np.isnan(auc) == (hi <= lo) and (np.isnan(auc) or 0 <= auc <= 1.5)
     r = res["archs"]["VGG-16"]
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["archs"]["VGG-16"]["best_local"] == r["best_local"]
-    assert "FLOPs-matched" in (tmp_path / "results.md").read_text()
+    md = (tmp_path / "results.md").read_text()
+    assert "FLOPs-matched" in md and "Latency-verified pruning" in md
     idx = json.loads((tmp_path / "calibration_indices.json").read_text())
     assert len(idx["indices"]) == c.calib.size and idx["split"] == "train"
-    for f in ("two_axis_scatter.png", "pruning_curves.png", "lesion_summary.png", "metrics.jsonl"):
+    for f in ("two_axis_scatter.png", "pruning_curves.png", "lesion_summary.png",
+              "latency_vs_macs.png", "metrics.jsonl"):
         assert (tmp_path / f).stat().st_size > 0
     assert any((tmp_path / "checkpoints").iterdir())
+
+
+def test_latency_summary_against_hand_auc():
+    """AUC vs latency saved: mean of the piecewise-linear retention over the common interval."""
+    c = get_config("smoke")
+    c.prune.methods = ("magnitude", "ix")
+    c.latency.batch_sizes = (1,)
+
+    def curve(flops_x, lat_x, ret):
+        return {"flops_pruned": flops_x, "retention": ret, "latency_pruned_b1": lat_x,
+                "latency_full_b1_ms": 2.0}
+
+    runs = [{"seed": 42, "auc": {"magnitude": 0.5, "ix": 0.7}, "curves": {
+        "magnitude": curve([0.2, 0.5, 0.8], [0.1, 0.3, 0.6], [1.0, 0.8, 0.2]),
+        "ix": curve([0.1, 0.4, 0.9], [-0.1, 0.2, 0.4], [1.0, 0.9, 0.5]),
+    }}]
+    out = exp.latency_summary(c, runs)
+    # common latency interval [0.1, 0.4]; magnitude: trapezoids through (0.1, 1.0), (0.3, 0.8),
+    # (0.4, 0.6); ix: trapezoids on its own breakpoints inside the interval
+    mag = (0.2 * (1.0 + 0.8) / 2 + 0.1 * (0.8 + 0.6) / 2) / 0.3
+    ix_at = lambda x: np.interp(x, [-0.1, 0.2, 0.4], [1.0, 0.9, 0.5])
+    ix = (0.1 * (ix_at(0.1) + ix_at(0.2)) / 2 + 0.2 * (ix_at(0.2) + ix_at(0.4)) / 2) / 0.3
+    np.testing.assert_allclose(out["auc_latency"]["b1"]["magnitude"], mag)
+    np.testing.assert_allclose(out["auc_latency"]["b1"]["ix"], ix)
+    assert out["interval"]["b1"] == [0.1, 0.4]
+    assert out["auc_macs"] == {"magnitude": 0.5, "ix": 0.7}
+    assert out["slower_fraction"]["b1"] == 1 / 6
+    assert out["full_ms"]["b1"] == 2.0
+    runs[0]["curves"]["magnitude"] = {"flops_pruned": [0.2], "retention": [1.0]}
+    assert exp.latency_summary(c, runs) == {}  # runs without latency (switched off) are skipped

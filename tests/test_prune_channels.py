@@ -69,6 +69,29 @@ def test_shrunk_model_equals_masked_model(name):
     assert not np.allclose(logits(masked, x), logits(model, x))
 
 
+def test_shrink_keeps_one_zero_channel_of_an_emptied_space():
+    """A depthwise (intersect) space that loses every channel: the expansion and the depthwise conv
+    keep each a different channel, so none survives both. The shrunk network keeps one all-zero
+    channel there (a conv cannot have zero outputs) and still equals the masked network."""
+    model = randomize_bn(tiny_models()["mobilenet"], 5)
+    g = G.channel_graph(model)
+    x = images()
+    hidden = next(u.dst for u in g.units if g.spaces[u.dst].rule == "intersect")
+    expand, dw = g.writers(hidden)
+    masks = G.full_masks(g)
+    masks[expand.name][:] = False
+    masks[expand.name][0] = True
+    masks[dw.name][:] = False
+    masks[dw.name][1] = True
+    assert not G.alive(g, masks)[hidden].any()
+    small, _ = pc.shrink(model, g, masks)
+    assert G.get_path(small, dw.conv).kernel[...].shape[-1] == 1
+    masked = G.apply_masks(nnx.clone(model), g, masks)
+    np.testing.assert_allclose(logits(small, x), logits(masked, x), atol=2e-5, rtol=1e-5)
+    fm = flops.flops_model(model, g, (8, 8, 1))
+    assert flops.macs(small, (8, 8, 1)) == flops.count_macs(fm, g, masks)["total"]
+
+
 def test_global_threshold_brute_force():
     model = tiny_models()["vgg"]
     g = G.channel_graph(model)

@@ -1,4 +1,5 @@
-"""Figures of the two-axis channel experiment (Safaai et al., Figs. 2, 5, 6): Agg backend, PNG."""
+"""Figures of the two-axis channel experiment (Safaai et al., Figs. 2, 5, 6) and the measured
+latency of the pruned networks against their MACs: Agg backend, PNG."""
 
 from __future__ import annotations
 
@@ -74,6 +75,45 @@ def pruning_curves(results: Mapping[str, Any], path) -> None:
     plt.close(fig)
 
 
+def latency_vs_macs(results: Mapping[str, Any], path) -> bool:
+    """Measured latency vs MACs of the shrunk networks, per method (first timed seed).
+
+    One column per architecture, one row per batch size; both axes relative to the unpruned network
+    (latency timed round-robin with it), so the diagonal is "latency proportional to MACs".
+    Returns False (and writes nothing) when no run carries latency.
+    """
+    archs = [a for a in results["archs"] if "latency" in results["archs"][a]]
+    if not archs:
+        return False
+    sizes = results["archs"][archs[0]]["latency"]["batch_sizes"]
+    fig, axes = plt.subplots(len(sizes), len(archs), figsize=(4.2 * len(archs), 3.6 * len(sizes)),
+                             squeeze=False)
+    for c, a in enumerate(archs):
+        seed = results["archs"][a]["latency"]["seeds"][0]
+        run = next(r for r in results["archs"][a]["runs"] if r["seed"] == seed)
+        for r, b in enumerate(sizes):
+            ax = axes[r, c]
+            for i, (m, cur) in enumerate(run["curves"].items()):
+                fam = _family(m)
+                macs = 1.0 - np.asarray(cur["flops_pruned"])
+                latency = 1.0 - np.asarray(cur[f"latency_pruned_b{b}"])
+                order = np.argsort(macs)
+                # one colour per method; line style by family (local -, target --, baseline :)
+                ax.plot(macs[order], latency[order], marker="o", ms=3, lw=1.0, color=f"C{i % 10}",
+                        ls="-" if fam == "local" else "--" if fam == "target" else ":", label=m)
+            ax.plot([0, 1], [0, 1], color="k", lw=0.6, ls="--")
+            ax.axhline(1.0, color="0.5", lw=0.6)
+            ax.set_title(f"{a}, batch {b} (unpruned "
+                         f"{results['archs'][a]['latency']['full_ms'][f'b{b}']:.3g} ms)", fontsize=9)
+            ax.set_xlabel("MACs / unpruned MACs")
+            ax.set_ylabel("latency / unpruned latency")
+    axes[0, -1].legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
 def lesion_summary(results: Mapping[str, Any], path) -> None:
     """Spearman of safer-to-remove scores with lower lesion damage per architecture (Fig. 5A)."""
     archs = list(results["archs"])
@@ -102,4 +142,6 @@ def write_all(results: Mapping[str, Any], workdir) -> list[pathlib.Path]:
     two_axis_scatter(results, out[0])
     pruning_curves(results, out[1])
     lesion_summary(results, out[2])
+    if latency_vs_macs(results, workdir / "latency_vs_macs.png"):
+        out.append(workdir / "latency_vs_macs.png")
     return out

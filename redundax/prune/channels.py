@@ -309,37 +309,38 @@ def shrink(model, graph: ChannelGraph, masks: Mapping[str, np.ndarray]):
     (`redundax.prune.graph.alive`), BatchNorm follows its conv, a depthwise conv keeps one group per
     surviving channel, and the classifier keeps its surviving inputs. Writers of a residual stream keep
     the stream's surviving channels, their own masked ones with zero BN scale and bias, which is
-    what makes the outputs identical.
+    what makes the outputs identical. A space left with no channel keeps one all-zero channel
+    (`redundax.prune.graph.kept_channels`).
 
     Returns:
       `(small_model, small_graph)`.
     """
     eff = effective_masks(graph, masks)
     new = apply_masks(nnx.clone(model), graph, eff)
-    live = {k: np.flatnonzero(v) for k, v in graph_lib.alive(graph, eff).items()}
+    live = {k: np.flatnonzero(v) for k, v in graph_lib.kept_channels(graph, eff).items()}
+    # slicing in NumPy, `device_put` back: eager jnp ops would compile once per new shape
     for u in graph.units:
         conv = get_path(new, u.conv)
         out_idx = live[u.dst]
-        k = conv.kernel[...]
+        k = np.asarray(conv.kernel[...])
         if u.depthwise:
             k = k[..., out_idx]
             conv.feature_group_count = len(out_idx)
             conv.in_features = len(out_idx)
         else:
-            in_idx = live[u.src]
-            k = k[:, :, in_idx, :][..., out_idx]
-            conv.in_features = len(in_idx)
-        conv.kernel = nnx.Param(k)
+            k = k[:, :, live[u.src], :][..., out_idx]
+            conv.in_features = len(live[u.src])
+        conv.kernel = nnx.Param(jax.device_put(k))
         conv.out_features = len(out_idx)
         conv.kernel_shape = tuple(k.shape)
         bn = get_path(new, u.bn)
         for attr in ("scale", "bias", "mean", "var"):
             var = getattr(bn, attr)
-            setattr(bn, attr, type(var)(var[...][out_idx]))
+            setattr(bn, attr, type(var)(jax.device_put(np.asarray(var[...])[out_idx])))
         bn.num_features = len(out_idx)
     for d in graph.dense:
         lin = get_path(new, d.path)
-        lin.kernel = nnx.Param(lin.kernel[...][live[d.src], :])
+        lin.kernel = nnx.Param(jax.device_put(np.asarray(lin.kernel[...])[live[d.src], :]))
         lin.in_features = len(live[d.src])
     return new, graph_lib.channel_graph(new)
 

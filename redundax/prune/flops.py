@@ -7,8 +7,9 @@ kh x kw and output map H x W costs H W kh kw C_in' C_out'; a depthwise conv cost
 Surviving channels come from the channel graph (`redundax.prune.graph`): a residual-stream channel
 survives while any block writes it (residual coupling), a depthwise channel only while both it and
 the conv feeding it survive (depthwise cascade), and every reader of a space loses the input channels
-its writers lost. The count equals the MACs of the physically shrunk network
-(`redundax.prune.channels.shrink`).
+its writers lost. A space left with no channel counts one (the all-zero channel the shrunk network
+keeps, `redundax.prune.graph.kept_channels`), so the count equals the MACs of the physically shrunk
+network (`redundax.prune.channels.shrink`), whose measured latency `redundax.prune.latency` reports.
 
 Reference numbers at full width, 32x32x3 inputs, 10 classes (checked against hand counts in tests):
 CIFAR ResNet-18 555.42M MACs (0.56 GMACs; 100 classes: 555.47M).
@@ -94,7 +95,7 @@ def count_macs(
 ) -> dict[str, int]:
     """Per-layer MACs and `"total"` under `masks` (None: the unpruned network)."""
     masks = graph_lib.full_masks(graph) if masks is None else masks
-    live = {k: int(v.sum()) for k, v in graph_lib.alive(graph, masks).items()}
+    live = {k: int(v.sum()) for k, v in graph_lib.kept_channels(graph, masks).items()}
     out: dict[str, int] = {}
     for c in fm.convs:
         hw = c.out_hw[0] * c.out_hw[1] * c.kernel[0] * c.kernel[1]

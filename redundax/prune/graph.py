@@ -272,6 +272,23 @@ def alive(graph: ChannelGraph, masks: Mapping[str, Any]) -> dict[str, np.ndarray
     return out
 
 
+def kept_channels(graph: ChannelGraph, masks: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Channels of every space that the physically shrunk network keeps (boolean per space).
+
+    The surviving channels (`alive`), except that a space left with none keeps its channel 0: a conv
+    cannot have zero channels, and that channel is masked in all its writers (zero BatchNorm scale
+    and bias), so it carries zeros and the shrunk network still computes what the masked one does.
+    A "follow" space keeps what the space it follows keeps.
+    """
+    live = alive(graph, masks)
+    for name, sp in graph.spaces.items():
+        if sp.rule == "follow":
+            live[name] = live[sp.follows].copy()
+        elif not live[name].any():
+            live[name][0] = True
+    return live
+
+
 def effective_masks(graph: ChannelGraph, masks: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """Masks after cascading: writers of an intersect space all drop a channel any of them drops."""
     masks = check_masks(graph, masks)
