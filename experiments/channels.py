@@ -16,7 +16,6 @@ the paper's Tables 8-9, the alignment summary, AUC against MACs and against late
 
 from __future__ import annotations
 
-import json
 import math
 import pathlib
 import time
@@ -280,7 +279,7 @@ def run(config, workdir: pathlib.Path) -> dict:
         results["archs"][label] = summarise_arch(config, runs)
         results["elapsed_s"] = time.time() - t0
         # written after every architecture, so a long run leaves finished tables behind
-        (workdir / "results.json").write_text(json.dumps(_jsonable(results), indent=1))
+        metrics_lib.write_json(workdir / "results.json", _jsonable(results), indent=1)
         (workdir / "results.md").write_text(results_markdown(config, results))
     plots.write_all(results, workdir)
     writer.close()

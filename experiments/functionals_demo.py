@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import pathlib
 
 import jax
@@ -32,6 +31,7 @@ from sklearn.datasets import load_digits
 
 import redundax.functionals as F
 from redundax.plots.estimators import estimates_with_intervals
+from redundax.train.metrics import write_json
 
 
 def representations(seed: int = 0) -> dict[str, np.ndarray]:
@@ -215,7 +215,7 @@ def estimator_section(
     table = markdown(rows, cols)
     print(f"\nclassifier test accuracy {acc:.3f}; total correlation of hidden units (nats, 95%):")
     print(table)
-    (workdir / "estimators.json").write_text(json.dumps(result, indent=2))
+    write_json(workdir / "estimators.json", result)
     (workdir / "estimators.md").write_text(table + "\n")
     groups: dict[str, list[dict]] = {}
     for r in rows:
@@ -247,7 +247,7 @@ def main() -> None:
     md = ["## Redundancy of three digits representations", "", markdown(rows, list(rows[0]))]
     md += ["", "## Total correlation of classifier hidden units (95% intervals)", ""]
     md += [(workdir / "estimators.md").read_text()]
-    (workdir / "results.json").write_text(json.dumps(results, indent=2))
+    write_json(workdir / "results.json", results)
     (workdir / "results.md").write_text("\n".join(md))
     print(
         f"\nwrote {workdir / 'results.md'}, {workdir / 'results.json'}, {workdir / 'estimators.png'}"
