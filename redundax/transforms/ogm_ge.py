@@ -162,19 +162,29 @@ def ogm_ge(
         key, step_key = jax.random.split(key)
         index = {m: i for i, m in enumerate(names)}
 
+        # One draw of N(0, 1) for all modulated leaves (one generator pass; disjoint counters
+        # keep the leaves independent), sliced leaf by leaf.
         leaves, treedef = jax.tree.flatten(updates)
-        out = []
-        for i, (label, g) in enumerate(zip(flat, leaves, strict=True)):
-            if label is None or jnp.ndim(g) < min_ndim:
-                out.append(g)
-                continue
+        noisy = [
+            i
+            for i, (label, g) in enumerate(zip(flat, leaves, strict=True))
+            if label is not None and jnp.ndim(g) >= min_ndim
+        ]
+        if noise and noisy:
+            sizes = [int(jnp.size(leaves[i])) for i in noisy]
+            draws = jax.random.normal(step_key, (sum(sizes),), jnp.float32)
+            offsets = [sum(sizes[:j]) for j in range(len(sizes))]
+        out = list(leaves)
+        for j, i in enumerate(noisy):
+            g = leaves[i]
             g32 = jnp.asarray(g, jnp.float32)
-            new = k[index[label]] * g32
+            new = k[index[flat[i]]] * g32
             if noise:
                 ddof = 1 if g32.size > 1 else 0
                 std = jnp.std(g32, ddof=ddof) + 1e-8
-                new = new + std * jax.random.normal(jax.random.fold_in(step_key, i), g32.shape)
-            out.append(jnp.where(active, new.astype(g.dtype), g))
+                z = jax.lax.dynamic_slice_in_dim(draws, offsets[j], sizes[j])
+                new = new + std * z.reshape(g32.shape)
+            out[i] = jnp.where(active, new.astype(g.dtype), g)
 
         new_state = OgmGeState(
             count=optax.safe_int32_increment(count),
