@@ -13,8 +13,10 @@ and the encoder gradients of ``u`` are scaled by
 Generalisation enhancement (Sec. 3.3) then adds zero-mean Gaussian noise whose standard
 deviation is that of the (unscaled) gradient tensor, ``g <- k_u g + N(0, std(g)^2)``, to every
 encoder leaf, as in the authors' code (standard deviation with Bessel's correction, plus 1e-8).
-Modulation runs for ``start_step <= t <= end_step`` (the code counts epochs, 0 to 50 by
-default).
+The noise of all modulated leaves is drawn in one pass per step (by default from
+:data:`redundax.transforms.prng.FUSED_THREEFRY`, JAX's threefry draws as fused arithmetic) and
+sliced leaf by leaf. Modulation runs for ``start_step <= t <= end_step`` (the code counts
+epochs, 0 to 50 by default).
 
 With two modalities the ratio is the paper's; for ``M > 2`` the denominator is the mean score
 of the other modalities (our generalisation). The authors' code modulates 4-D (convolution)

@@ -32,6 +32,12 @@ Modalities and leaves: ``param_labels`` maps every parameter leaf to a modality 
 None for shared leaves (fusion and unimodal heads); leaves of a modality that is not
 suppressed, and shared leaves, pass through bit for bit.
 
+Cost. The reductions ``<d, g>`` and ``||g||²`` run in one ``lax.switch`` branch for the
+dominant modality (reading its parameters, anchor and gradient once); the update itself is
+elementwise, so XLA fuses it into the optimizer's pass over the gradient, and the anchor is
+carried through the state without a copy unless it is reset. A step that suppresses nothing
+takes the empty branch.
+
 Rule for ``M >= 2`` modalities. The dominant modality is the one whose ``p_m`` is strictly
 largest (a tie means no dominant modality and no suppression); the gap in ``beta`` is to the
 mean of the other modalities' ``p``, and ``similarity`` may be one scalar (used as is) or a
