@@ -13,6 +13,9 @@ and the encoder gradients of ``u`` are scaled by
 Generalisation enhancement (Sec. 3.3) then adds zero-mean Gaussian noise whose standard
 deviation is that of the (unscaled) gradient tensor, ``g <- k_u g + N(0, std(g)^2)``, to every
 encoder leaf, as in the authors' code (standard deviation with Bessel's correction, plus 1e-8).
+Each leaf's noise is drawn with its own key (the step's key folded with the leaf's index),
+by default from :data:`redundax.transforms.prng.FUSED_THREEFRY`: JAX's threefry draws, written
+as arithmetic that XLA fuses into the noisy update (compiling it takes longer than JAX's loop).
 Modulation runs for ``start_step <= t <= end_step`` (the code counts epochs, 0 to 50 by
 default).
 
@@ -36,8 +39,17 @@ import jax.numpy as jnp
 import optax
 
 from redundax.transforms._labels import Labels, check_per_modality, flat_labels, modality_names
+from redundax.transforms.prng import FUSED_THREEFRY
 
 PyTree = Any
+
+
+RNG_IMPLS = {
+    "fused_threefry": FUSED_THREEFRY,
+    "threefry2x32": "threefry2x32",
+    "rbg": "rbg",
+    "unsafe_rbg": "unsafe_rbg",
+}
 
 
 class OgmGeState(NamedTuple):
@@ -45,7 +57,8 @@ class OgmGeState(NamedTuple):
 
     Attributes:
       count: number of updates applied so far (int32).
-      key: PRNG key of the generalisation-enhancement noise.
+      key: raw data (``jax.random.key_data``) of the PRNG key of the generalisation-enhancement
+        noise, of the ``rng_impl`` given to :func:`ogm_ge`.
       ratio: ``rho_u`` of the last step, per modality.
       coeff: ``k_u`` applied at the last step, per modality (1 outside the modulation window).
     """
@@ -77,6 +90,7 @@ def ogm_ge(
     end_step: int | None = None,
     seed: int = 0,
     min_ndim: int = 1,
+    rng_impl: str = "fused_threefry",
 ) -> optax.GradientTransformationExtraArgs:
     """Scale each modality's encoder gradients by ``k_u`` and add gradient-matched noise.
 
@@ -95,6 +109,11 @@ def ogm_ge(
       end_step: last update at which modulation applies (inclusive); None for no end.
       seed: seed of the noise PRNG key kept in the state.
       min_ndim: modulate only leaves with at least this many dimensions.
+      rng_impl: key implementation of the noise (``jax.random.key(seed, impl=...)``):
+        ``"fused_threefry"`` (default; the same draws as JAX's default ``"threefry2x32"``,
+        with the bits written as elementwise arithmetic that XLA fuses into the update,
+        :mod:`redundax.transforms.prng`), ``"threefry2x32"``, ``"rbg"`` or ``"unsafe_rbg"``
+        (XLA's ``RngBitGenerator``: fast on GPU and TPU, slow on CPU).
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` with state :class:`OgmGeState`.
@@ -107,13 +126,16 @@ def ogm_ge(
         raise ValueError(f"alpha must be non-negative; got {alpha!r}.")
     if end_step is not None and end_step < start_step:
         raise ValueError(f"end_step ({end_step}) must be >= start_step ({start_step}) or None.")
+    if rng_impl not in RNG_IMPLS:
+        raise ValueError(f"rng_impl must be one of {tuple(RNG_IMPLS)}; got {rng_impl!r}.")
+    impl = RNG_IMPLS[rng_impl]
 
     def init_fn(params: PyTree) -> OgmGeState:
         names = modality_names(flat_labels(param_labels, params))
         ones = {m: jnp.ones((), jnp.float32) for m in names}
         return OgmGeState(
             count=jnp.zeros((), jnp.int32),
-            key=jax.random.key_data(jax.random.key(seed)),
+            key=jax.random.key_data(jax.random.key(seed, impl=impl)),
             ratio=dict(ones),
             coeff=dict(ones),
         )
@@ -139,7 +161,7 @@ def ogm_ge(
         if end_step is not None:
             active = active & (count <= end_step)
         k = jnp.where(active, k, 1.0)
-        key = jax.random.wrap_key_data(state.key)
+        key = jax.random.wrap_key_data(state.key, impl=impl)
         key, step_key = jax.random.split(key)
         index = {m: i for i, m in enumerate(names)}
 

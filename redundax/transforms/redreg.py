@@ -32,6 +32,12 @@ Modalities and leaves: ``param_labels`` maps every parameter leaf to a modality 
 None for shared leaves (fusion and unimodal heads); leaves of a modality that is not
 suppressed, and shared leaves, pass through bit for bit.
 
+Cost. The reductions ``<d, g>`` and ``||g||²`` run in one ``lax.switch`` branch for the
+dominant modality (reading its parameters, anchor and gradient once); the update itself is
+elementwise, so XLA fuses it into the optimizer's pass over the gradient, and the anchor is
+carried through the state without a copy unless it is reset. A step that suppresses nothing
+takes the empty branch.
+
 Rule for ``M >= 2`` modalities. The dominant modality is the one whose ``p_m`` is strictly
 largest (a tie means no dominant modality and no suppression); the gap in ``beta`` is to the
 mean of the other modalities' ``p``, and ``similarity`` may be one scalar (used as is) or a
@@ -74,7 +80,7 @@ from redundax.transforms._labels import (
     flat_labels,
     modality_names,
 )
-from redundax.transforms.projection import orthogonal_complement
+from redundax.transforms.projection import projection_coefficients
 
 PyTree = Any
 Projection = Literal["per_tensor", "per_modality", "none", "scale"]
@@ -157,6 +163,10 @@ def cross_modal_similarity(features: Mapping[str, jax.Array]) -> dict[str, jax.A
         others = [cos[(min(m, j), max(m, j))] for j in names if j != m]
         out[m] = sum(others) / len(others)
     return out
+
+
+def _f32(x: jax.Array) -> jax.Array:
+    return jnp.asarray(x, jnp.float32)
 
 
 def _as_scalar(value: Any, arg: str) -> jax.Array:
@@ -252,21 +262,6 @@ def redreg(
             )
         tau = tau_linear(total_steps)
     tau_fn = tau if callable(tau) else (lambda _, c=float(tau or 0.0): jnp.asarray(c))
-
-    def _suppress(g_m: list, p_m: list, a_m: list, b: jax.Array) -> list:
-        """One modality's suppressed gradients (module docstring), in float32."""
-        g32 = [jnp.asarray(g, jnp.float32) for g in g_m]
-        if projection == "scale":
-            out = [g / (1.0 + b) for g in g32]
-        else:
-            drift = [
-                jnp.asarray(p, jnp.float32) - jnp.asarray(a, jnp.float32)
-                for p, a in zip(p_m, a_m, strict=True)
-            ]
-            if projection != "none":
-                drift = orthogonal_complement(drift, g32, per_leaf=projection == "per_tensor")
-            out = [g + b * d for g, d in zip(g32, drift, strict=True)]
-        return [o.astype(g.dtype) for o, g in zip(out, g_m, strict=True)]
 
     def init_fn(params: PyTree) -> RedRegState:
         flat = flat_labels(param_labels, params)
@@ -381,35 +376,61 @@ def redreg(
         beta_dom = jnp.where(strict & triggered, strength, 0.0) * gate
         beta = jnp.where(is_dom, beta_dom, 0.0)  # (M,)
 
-        # Suppression of the dominant modality's leaves. Each modality's work runs under
-        # `lax.cond`, so a step that suppresses nothing only keeps the anchor.
+        # Suppression of the dominant modality's leaves (module docstring). The reductions
+        # <d, g> and ||g||² run in one `lax.switch` branch per modality, over that modality's
+        # leaves only; a step that suppresses nothing takes the empty branch. The update itself
+        # is elementwise, `g + beta (d - c g)` where beta > 0 and `g` (bit for bit) elsewhere,
+        # so XLA fuses it into the optimizer's own pass over the gradient.
         g_leaves, treedef = jax.tree.flatten(updates)
         p_leaves = treedef.flatten_up_to(params)
         a_leaves = treedef.flatten_up_to(state.anchor)
-        new_updates = list(g_leaves)
-        new_anchor = [
-            optax.MaskedNode() if label is None else a
-            for label, a in zip(flat, a_leaves, strict=True)
-        ]
-        for k, m in enumerate(names):
-            members = [i for i, label in enumerate(flat) if label == m]
-            p_m = [p_leaves[i] for i in members]
-            g_m = [g_leaves[i] for i in members]
-            a_m = [a_leaves[i] for i in members]
-            if reset_every is not None:
-                a_m = jax.lax.cond(
-                    reset,
-                    lambda p, a: [x.astype(y.dtype) for x, y in zip(p, a, strict=True)],
-                    lambda p, a: a,
-                    p_m,
-                    a_m,
-                )
-            out_m = jax.lax.cond(
-                beta[k] > 0, _suppress, lambda g, p, a, b: g, g_m, p_m, a_m, beta[k]
+        modal = [i for i, label in enumerate(flat) if label is not None]
+        owner = [names.index(flat[i]) for i in modal]  # modality index of each modal leaf
+        g_m = [g_leaves[i] for i in modal]
+        p_m = [p_leaves[i] for i in modal]
+        a_m = [a_leaves[i] for i in modal]
+        if reset_every is not None:
+            a_m = jax.lax.cond(
+                reset,
+                lambda p, a: [x.astype(y.dtype) for x, y in zip(p, a, strict=True)],
+                lambda p, a: a,
+                p_m,
+                a_m,
             )
-            for j, i in enumerate(members):
-                new_anchor[i] = a_m[j]
-                new_updates[i] = out_m[j]
+        if projection in ("per_tensor", "per_modality"):
+
+            def coefficients(k: int):
+                def branch(g, p, a):
+                    mine = [j for j, o in enumerate(owner) if o == k]
+                    coef = projection_coefficients(
+                        [_f32(p[j]) - _f32(a[j]) for j in mine],
+                        [_f32(g[j]) for j in mine],
+                        per_leaf=projection == "per_tensor",
+                    )
+                    coef = jnp.stack(coef) if projection == "per_tensor" else coef
+                    out = jnp.zeros((len(owner),), jnp.float32)
+                    return out.at[jnp.asarray(mine)].set(coef)
+
+                return branch
+
+            branches = [lambda g, p, a: jnp.zeros((len(owner),), jnp.float32)]
+            branches += [coefficients(k) for k in range(n_mod)]
+            index = jnp.where(beta_dom > 0, dom + 1, 0)
+            coef = jax.lax.switch(index, branches, g_m, p_m, a_m)
+        new_updates = list(g_leaves)
+        for j, i in enumerate(modal):
+            b, g = beta[owner[j]], g_m[j]
+            if projection == "scale":
+                out = _f32(g) / (1.0 + b)
+            else:
+                drift = _f32(p_m[j]) - _f32(a_m[j])
+                if projection != "none":
+                    drift = drift - coef[j] * _f32(g)
+                out = _f32(g) + b * drift
+            new_updates[i] = jnp.where(b > 0, out.astype(g.dtype), g)
+        new_anchor = [optax.MaskedNode() for _ in flat]
+        for j, i in enumerate(modal):
+            new_anchor[i] = a_m[j]
 
         new_state = RedRegState(
             count=optax.safe_int32_increment(count),
