@@ -14,7 +14,7 @@ correlation, chi-square redundancy, RankMe, alpha-ReQ and the sample count.
 """
 
 from redundax.monitor.capture import MonitorOutput, capture_outputs, default_apply, select
-from redundax.monitor.measure import accumulate, evaluator, flatten, measure
+from redundax.monitor.measure import accumulate, evaluator, flatten, history, measure
 from redundax.monitor.metrics import (
     DEFAULT_METRICS,
     METRICS,
@@ -35,6 +35,7 @@ __all__ = [
     "flatten",
     "from_moments",
     "from_samples",
+    "history",
     "measure",
     "select",
 ]

@@ -303,3 +303,30 @@ def evaluator(
         )
 
     return evaluate
+
+
+def history(
+    records: Iterable[Mapping[str, Any]], metric: str, *, name: str = "monitor"
+) -> tuple[list[int], list[str], np.ndarray]:
+    """`(steps, layers, values)` of one metric from `metrics.jsonl` records (`<name>/<layer>/<metric>`).
+
+    `values` is `(layers, steps)` (NaN where a record lacks a layer), layers in first-seen order:
+    the input of `redundax.plots.monitor.heatmap` and `profile`.
+    """
+    prefix, suffix = f"{name}/", f"/{metric}"
+    table: dict[int, dict[str, float]] = {}
+    layers: dict[str, None] = {}
+    for r in records:
+        for key, value in r.items():
+            if key.startswith(prefix) and key.endswith(suffix) and value is not None:
+                layer = key[len(prefix) : -len(suffix)]
+                layers[layer] = None
+                table.setdefault(int(r["step"]), {})[layer] = float(value)
+    if not table:
+        raise ValueError(
+            f"no `{prefix}<layer>{suffix}` values in the records; check `metric` ({metric!r}) "
+            f"and `name` ({name!r})."
+        )
+    steps = sorted(table)
+    values = np.array([[table[s].get(layer, np.nan) for s in steps] for layer in layers])
+    return steps, list(layers), values

@@ -13,8 +13,20 @@ import jax
 import numpy as np
 from flax import nnx
 
-from redundax import monitor
 from redundax.train import cli
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--batch_size", type=int, action="append", required=True)
+    parser.add_argument("--coordinator_address")
+    parser.add_argument("--num_processes", type=int)
+    parser.add_argument("--process_id", type=int)
+    args = parser.parse_args()
+    # before importing redundax.functionals, whose f-kernel definitions run JAX code at import
+    cli.maybe_initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
+
+from redundax import monitor  # noqa: E402
 
 N, T, D_IN = 100, 3, 6
 LAYERS = ("embed", "stages.1.blocks.0.fc1", "head")
@@ -79,14 +91,6 @@ def run(x: np.ndarray, batch_size: int) -> dict:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--batch_size", type=int, action="append", required=True)
-    parser.add_argument("--coordinator_address")
-    parser.add_argument("--num_processes", type=int)
-    parser.add_argument("--process_id", type=int)
-    args = parser.parse_args()
-    cli.maybe_initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
     x = make_data()
     if jax.process_count() == 2:
         x = x[:SPLIT] if jax.process_index() == 0 else x[SPLIT:]
