@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -241,19 +240,41 @@ def test_where_by_type_regex_and_predicate_on_nested_lists():
 
 def test_bad_input_raises_value_error_naming_the_argument():
     model, x = ms.make_model(), ms.make_data()[:10]
-    with pytest.raises(ValueError, match="`where`.*selects no module"):
+    with pytest.raises(ValueError, match=r"`where`.*selects no module"):
         monitor.measure(model, [x], where=nnx.Conv)
-    with pytest.raises(ValueError, match="`where`.*selects no module"):
+    with pytest.raises(ValueError, match=r"`where`.*selects no module"):
         monitor.measure(model, [x], where=r"blocks\.9")
-    with pytest.raises(ValueError, match="`where` must be"):
+    with pytest.raises(ValueError, match=r"`where` must be"):
         monitor.measure(model, [x], where=3)
-    with pytest.raises(ValueError, match="`metrics`.*unknown \\['rank_me'\\]"):
+    with pytest.raises(ValueError, match=r"`metrics`.*unknown \['rank_me'\]"):
         monitor.measure(model, [x], where=nnx.Linear, metrics=("rankme", "rank_me"))
-    with pytest.raises(ValueError, match="`reduce`='mean'.*rank 2"):
+    with pytest.raises(ValueError, match=r"`reduce`='mean'.*rank 2"):
         monitor.measure(model, [x[:, 0]], where="head", reduce="mean")
-    with pytest.raises(ValueError, match="`reduce` modes"):
+    with pytest.raises(ValueError, match=r"`reduce` modes"):
         monitor.measure(model, [x], where="head", reduce="max")
-    with pytest.raises(ValueError, match="`batches` is empty"):
+    with pytest.raises(ValueError, match=r"`batches` is empty"):
         monitor.measure(model, [], where=nnx.Linear)
     with pytest.raises(ValueError, match="one-shot iterator"):
         monitor.evaluator(iter([x]), where=nnx.Linear)
+
+
+def test_readme_example_runs_and_matches_numpy():
+    readme = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
+    code = readme.split("<!-- monitor-example -->\n```python\n", 1)[1].split("```", 1)[0]
+    assert len(code.strip().splitlines()) <= 16
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    results, model_cls = scope["results"], scope["MLP"]
+    assert sorted(results) == ["blocks.0", "blocks.1", "blocks.2"]
+    # the same values from NumPy on the concatenated activations of the last layer
+    model = model_cls(nnx.Rngs(0))
+    x = np.concatenate(
+        [np.random.default_rng(i).normal(size=(100, 32)).astype(np.float32) for i in range(10)]
+    ).astype(np.float64)
+    for i, block in enumerate(model.blocks):
+        x = x @ np.asarray(block.kernel[...]) + np.asarray(block.bias[...])
+        if i < 2:
+            x = np.maximum(x, 0)
+    ref = numpy_metrics(x)
+    for name in ("effective_rank", "rankme"):
+        np.testing.assert_allclose(results["blocks.2"][name], ref[name], rtol=2e-3)

@@ -26,7 +26,7 @@ if __name__ == "__main__":
     # before importing redundax.functionals, whose f-kernel definitions run JAX code at import
     cli.maybe_initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
 
-from redundax import monitor  # noqa: E402
+from redundax import monitor
 
 N, T, D_IN = 100, 3, 6
 LAYERS = ("embed", "stages.1.blocks.0.fc1", "head")
