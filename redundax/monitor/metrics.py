@@ -71,23 +71,23 @@ def chi2_redundancy(m: Moments) -> jax.Array:
     return chi2_redundancy_from_corr(m.correlation())
 
 
-def second_moment(m: Moments) -> jax.Array:
-    """Uncentred second moment Z^T Z / n = comoment / n + mean mean^T, `(..., d, d)`."""
-    n = jnp.maximum(m.count, 1)[..., None, None]
-    return m.comoment / n + m.mean[..., :, None] * m.mean[..., None, :]
-
-
 def rankme(m: Moments) -> jax.Array:
     """RankMe (Garrido et al., 2023, eq. 1): exp(-sum_k p_k log p_k), p_k = s_k / ||s||_1 + 1e-7.
 
-    s are the singular values of the *uncentred* n x d embedding matrix Z, obtained exactly as
-    sqrt(n mu_k) from the eigenvalues mu_k of Z^T Z / n (`second_moment`); eigenvalues at the
-    round-off level of the d x d eigenproblem count as 0 (their square roots would otherwise add
-    ~sqrt(eps) mass each). The d - min(n, d) structurally zero singular values add d x 1.6e-6 at
-    most (their eps terms), so the value matches an SVD of Z to that precision. In [~1, min(n, d)].
+    s are the singular values of the *uncentred* n x d embedding matrix Z, computed exactly from
+    the moments: Z^T Z / n = C + mu mu^T (C = comoment / n) = A A^T with A = [V Lambda^1/2, mu]
+    (C = V Lambda V^T), so s = sqrt(n) x the singular values of the d x (d + 1) matrix A (the
+    factor cancels in p). Taking singular values of A rather than eigenvalues of A A^T keeps their
+    float32 resolution at eps s_max instead of sqrt(eps) s_max, which matters when the mean
+    dominates (typical of ReLU features); eigenvalues of C at its round-off level count as 0.
+    The d - min(n, d) structurally zero singular values add at most d x 1.6e-6 (their eps terms),
+    so the value matches an SVD of Z to that precision. In [~1, min(n, d)].
     """
-    mu = _clean_spectrum(eigvalsh(second_moment(m)))
-    s = jnp.sqrt(mu)
+    n = jnp.maximum(m.count, 1)[..., None, None]
+    lam, v = jnp.linalg.eigh(m.comoment / n)
+    lam = _clean_spectrum(lam)
+    a = jnp.concatenate([v * jnp.sqrt(lam)[..., None, :], m.mean[..., :, None]], axis=-1)
+    s = jnp.linalg.svd(a, compute_uv=False)
     total = jnp.sum(s, axis=-1, keepdims=True)
     p = s / jnp.where(total > 0, total, 1) + RANKME_EPS
     return jnp.exp(-jnp.sum(p * jnp.log(p), axis=-1))
@@ -173,7 +173,6 @@ __all__ = [
     "gaussian_total_correlation",
     "num_samples",
     "rankme",
-    "second_moment",
     "spectral_entropy",
     "spectral_redundancy",
 ]
