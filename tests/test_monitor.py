@@ -9,11 +9,13 @@ import socket
 import subprocess
 import sys
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
+import redundax.functionals as F
 from redundax import monitor
 from redundax.functionals import Moments
 
@@ -156,6 +158,23 @@ def test_rankme_equals_numpy_svd_of_the_embedding_matrix():
         ref = np.exp(-np.sum(p * np.log(p)))
         got = float(monitor.from_samples(z, "rankme")["rankme"])
         np.testing.assert_allclose(got, ref, rtol=1e-4)
+
+
+@pytest.mark.parametrize("n", [12, 40])  # the functionals' Gram path (n <= d) and covariance path
+def test_from_samples_equals_the_sample_functionals_under_vmap(n):
+    """What MAE's per-epoch metrics of Z need: the same values as the sample functionals."""
+    z = np.random.default_rng(5).normal(size=(3, n, 16)).astype(np.float32)
+    z[..., 1] = z[..., 0] * 2 + 1  # a duplicated unit
+    names = (
+        "spectral_redundancy",
+        "effective_rank",
+        "chi2_redundancy",
+        "gaussian_total_correlation",
+    )
+    got = jax.jit(jax.vmap(lambda x: monitor.from_samples(x, names)))(z)
+    for name in names:
+        ref = jax.vmap(getattr(F, name))(z)
+        np.testing.assert_allclose(got[name], ref, rtol=1e-4, atol=1e-5, err_msg=name)
 
 
 @pytest.mark.parametrize("alpha", [0.7, 1.5])

@@ -33,12 +33,27 @@ def path_name(path: tuple) -> str:
     return ".".join(str(p) for p in path)
 
 
+def _definition_order(model: nnx.Module, path: tuple) -> tuple[int, ...]:
+    """Sort key of a module path: attribute definition order (as in `__init__`), list indices."""
+    key, node = [], model
+    for part in path:
+        if isinstance(part, int):
+            key.append(part)
+            node = node[part]
+        else:
+            names = list(vars(node))
+            key.append(names.index(part) if part in names else len(names))
+            node = getattr(node, part)
+    return tuple(key)
+
+
 def _candidates(model: nnx.Module) -> list[tuple[str, nnx.Module]]:
-    return [
-        (path_name(path), m)
-        for path, m in nnx.iter_modules(model)
-        if path and not isinstance(m, nnx.List)
-    ]
+    found = [(p, m) for p, m in nnx.iter_modules(model) if p and not isinstance(m, nnx.List)]
+    try:  # model order (usually the forward order), else flax's sorted order
+        found.sort(key=lambda pm: _definition_order(model, pm[0]))
+    except (AttributeError, KeyError, IndexError, TypeError):
+        pass
+    return [(path_name(p), m) for p, m in found]
 
 
 def _matcher(where: Where) -> Callable[[str, nnx.Module], bool]:
@@ -61,7 +76,10 @@ def _matcher(where: Where) -> Callable[[str, nnx.Module], bool]:
 
 
 def select(model: nnx.Module, where: Where) -> tuple[str, ...]:
-    """Dotted paths of the submodules of `model` that `where` selects, in `nnx.iter_modules` order.
+    """Dotted paths of the submodules of `model` that `where` selects, in model order.
+
+    Model order: attributes in the order `__init__` assigned them, list items by index (usually
+    the forward order, e.g. `stem`, `stages.0.0.conv1`, ..., `classifier`).
 
     Raises:
       ValueError: `where` has the wrong kind or selects no module (the message lists the paths).
