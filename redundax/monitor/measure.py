@@ -208,8 +208,14 @@ def accumulate(
             )
         if size is None or b > size:
             size = -(-b // devices) * devices
-        batch, w = _padded(batch, size), _padded(w, size)
-        acc = step(acc, state, mesh_lib.shard_batch(batch, mesh), mesh_lib.shard_batch(w, mesh))
+        batch = mesh_lib.shard_batch(_padded(batch, size), mesh)
+        w = mesh_lib.shard_batch(_padded(w, size), mesh)
+        if acc is None:  # zero moments (the identity of merge): one compilation for all batches
+            shapes = jax.eval_shape(step, None, state, batch, w)
+            acc = mesh_lib.replicate(
+                jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes), mesh
+            )
+        acc = step(acc, state, batch, w)
     if acc is None:
         raise ValueError("`batches` is empty; pass an iterable with at least one batch.")
     return _gather_processes(acc)
