@@ -218,7 +218,8 @@ def accumulate(
         acc = step(acc, state, batch, w)
     if acc is None:
         raise ValueError("`batches` is empty; pass an iterable with at least one batch.")
-    return _gather_processes(acc)
+    gathered = _gather_processes(acc)
+    return {p: gathered[p] for p in paths}  # model order (jit returns dicts sorted by key)
 
 
 @functools.partial(jax.jit, static_argnames="names")
