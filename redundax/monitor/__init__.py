@@ -14,7 +14,8 @@ correlation, chi-square redundancy, RankMe, alpha-ReQ and the sample count.
 """
 
 from redundax.monitor.capture import MonitorOutput, capture_outputs, default_apply, select
-from redundax.monitor.measure import accumulate, evaluator, flatten, history, measure
+from redundax.monitor.evaluator import evaluator, flatten, history
+from redundax.monitor.measure import accumulate, measure
 from redundax.monitor.metrics import (
     DEFAULT_METRICS,
     METRICS,
