@@ -17,6 +17,7 @@
     (target <= 5%), and the wall time of the same run with the monitor off.
 
     python benchmarks/monitor.py [--num_images 4096] [--flatten_images 128] [--skip_overhead]
+        [--skip_a]  # (b) only, keeping (a) of an earlier run in --out
 """
 
 from __future__ import annotations
@@ -199,11 +200,16 @@ def main():
     ap.add_argument("--flatten_images", type=int, default=128)
     ap.add_argument("--batch_size", type=int, default=128)
     ap.add_argument("--skip_overhead", action="store_true")
+    ap.add_argument("--skip_a", action="store_true", help="keep (a) from an existing --out file")
     ap.add_argument("--out", default="benchmarks/results/monitor.json")
     args = ap.parse_args()
     dev = jax.devices()[0]
     result = {"device": f"{dev.platform}:{dev.device_kind}", "devices": jax.device_count()}
-    result["a"] = part_a(args.num_images, args.flatten_images, args.batch_size)
+    out = pathlib.Path(args.out)
+    if args.skip_a:
+        result["a"] = json.loads(out.read_text())["a"]
+    else:
+        result["a"] = part_a(args.num_images, args.flatten_images, args.batch_size)
     if not args.skip_overhead:
         result["b"] = part_b()
     print(f"\n(a) CIFAR ResNet-18, all {result['a'][0]['layers']} conv layers, {result['device']}")
@@ -226,7 +232,6 @@ def main():
               f"{100 * b['overhead_fraction']:.1f}% of training "
               f"({100 * b['overhead_fraction_after_compile']:.1f}% after compilation); "
               f"wall on/off {b['wall_ratio_on_over_off']:.3f}")  # fmt: skip
-    out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
 

@@ -63,7 +63,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     c.monitor = ml_collections.ConfigDict()
     c.monitor.enabled = True
-    c.monitor.every_steps = 66  # 3 epochs of the digits preset
+    c.monitor.every_steps = 132  # 6 epochs of the digits preset: 5 evaluations
     c.monitor.num_examples = 256  # the first test images, measured at every evaluation
     c.monitor.batch_size = 256  # global
     c.monitor.where = r".*\.conv"  # regular expression on module paths: every nnx.Conv

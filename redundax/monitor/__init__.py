@@ -15,7 +15,6 @@ correlation, chi-square redundancy, RankMe, alpha-ReQ and the sample count.
 
 from redundax.monitor.capture import MonitorOutput, capture_outputs, default_apply, select
 from redundax.monitor.evaluator import evaluator, flatten, history
-from redundax.monitor.measure import accumulate, measure
 from redundax.monitor.metrics import (
     DEFAULT_METRICS,
     METRICS,
@@ -23,6 +22,7 @@ from redundax.monitor.metrics import (
     from_moments,
     from_samples,
 )
+from redundax.monitor.streaming import accumulate, measure
 
 __all__ = [
     "DEFAULT_METRICS",

@@ -21,7 +21,7 @@ import numpy as np
 
 from redundax.monitor import capture
 from redundax.monitor import metrics as metrics_lib
-from redundax.monitor.measure import MaskFn, measure
+from redundax.monitor.streaming import MaskFn, measure
 
 
 def flatten(results: Mapping[str, Mapping[str, float]]) -> dict[str, float]:

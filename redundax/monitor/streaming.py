@@ -223,8 +223,8 @@ def accumulate(
 
 
 @functools.partial(jax.jit, static_argnames="names")
-def _metrics(m: Moments, names: tuple[str, ...]) -> dict[str, jax.Array]:
-    return metrics_lib.from_moments(m, names)
+def _metrics(stacked: Moments, names: tuple[str, ...]) -> dict[str, jax.Array]:
+    return jax.vmap(lambda m: metrics_lib.from_moments(m, names))(stacked)
 
 
 def measure(
@@ -259,10 +259,15 @@ def measure(
     moments = accumulate(
         model, batches, where=where, reduce=reduce, apply=apply, mask=mask, mesh=mesh
     )
-    results = {}
+    by_width: dict[int, list[str]] = {}
     for path, m in moments.items():
-        host = mesh_lib.to_host(_metrics(m, names))
-        values = {k: float(host[k]) for k in names}
-        values["undersampled"] = float(float(mesh_lib.to_host(m.count)) <= m.mean.shape[-1])
-        results[path] = values
-    return results
+        by_width.setdefault(m.mean.shape[-1], []).append(path)
+    results = {}
+    for width, paths in by_width.items():  # one vmapped program per layer width
+        stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *(moments[p] for p in paths))
+        host = mesh_lib.to_host(_metrics(stacked, names))
+        counts = mesh_lib.to_host(stacked.count)
+        for i, path in enumerate(paths):
+            results[path] = {k: float(host[k][i]) for k in names}
+            results[path]["undersampled"] = float(counts[i] <= width)
+    return {p: results[p] for p in moments}
