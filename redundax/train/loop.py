@@ -144,18 +144,15 @@ def train(
                 bar.update(step)
 
             # ---------------------------------------------------------------- evaluation
-            if eval_fn is not None and ((eval_every and step % eval_every == 0) or last):
+            due = eval_fn is not None and ((eval_every and step % eval_every == 0) or last)
+            if due or evaluators:
                 paused = time.perf_counter()
-                results = dict(eval_fn(state))
-                if writer is not None:
-                    writer.write(step, results)
-                bar.update(step, results)
-                timer_start += time.perf_counter() - paused
-            if evaluators:
-                paused = time.perf_counter()
-                results = _run_evaluators(evaluators, state, step, last)
+                results = dict(eval_fn(state)) if due else {}
+                if due:
+                    bar.update(step, results)
+                results.update(_run_evaluators(evaluators or {}, state, step, last))
                 if writer is not None and results:
-                    writer.write(step, results)
+                    writer.write(step, results)  # one record per evaluated step
                 timer_start += time.perf_counter() - paused
 
             # ---------------------------------------------------------------- checkpoint
