@@ -58,6 +58,8 @@ def get_config(arg: str | None = None) -> ConfigDict:
     c.scores.extra_poolings = ("first", "tokens")  # R_l profiles also reported (same passes)
     c.scores.sigma2 = 1.0  # sigma^2 of the Theorem 2 constant
     c.scores.cap_min_change = 0.1
+    # covariance spectra of each mean-pooled hidden state (redundax.monitor), reported beside R_l
+    c.scores.monitor_metrics = ("spectral_redundancy", "effective_rank", "rankme", "alpha_req")
 
     c.prune = ConfigDict()
     c.prune.criteria = CRITERIA

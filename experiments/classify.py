@@ -4,8 +4,9 @@
 
 A ResNet (`redundax.models.resnet`) trained with softmax cross-entropy by SGD with momentum,
 linear warm-up and cosine decay; evaluated on the test split. Writes to the workdir:
-`config.json`, `metrics.jsonl`, TensorBoard events, `checkpoints/`, `results.json` and
-`results.md`. Re-running with the same workdir resumes from the newest checkpoint (and after a
+`config.json`, `metrics.jsonl` (with `monitor/<layer>/<metric>`: the redundancy of every conv
+layer on held-out images, `redundax.monitor`), TensorBoard events, `checkpoints/`, `results.json`
+and `results.md`. Re-running with the same workdir resumes from the newest checkpoint (and after a
 finished run, only evaluates). The sections below follow the order of a run.
 """
 
@@ -18,6 +19,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 from flax import nnx
 
@@ -91,6 +93,26 @@ def metric_fn(model: nnx.Module, batch: dict) -> dict[str, jax.Array]:
         "loss": optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]),
         "accuracy": (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32),
     }
+
+
+def monitor_evaluators(
+    config: ml_collections.ConfigDict, images: np.ndarray
+) -> dict[str, loop.Evaluator]:
+    """`{"monitor": Evaluator}` measuring `config.monitor.where` layers on the first
+    `config.monitor.num_examples` images (this process's share of each batch); `{}` when off."""
+    c = config.monitor
+    if not c.enabled:
+        return {}
+    # imported here: redundax.functionals runs JAX code at import, which must come after
+    # jax.distributed.initialize in a multi-process launch (cli.main)
+    from redundax import monitor
+
+    held_out = images[: c.num_examples]
+    procs, p = jax.process_count(), jax.process_index()
+    local = [np.array_split(held_out[i : i + c.batch_size], procs)[p]
+             for i in range(0, len(held_out), c.batch_size)]  # fmt: skip
+    fn = monitor.evaluator(local, where=c.where, metrics=tuple(c.metrics), reduce=c.reduce)
+    return {"monitor": loop.Evaluator(fn, every=c.every_steps)}
 
 
 def write_results(workdir: pathlib.Path, results: dict[str, Any]) -> None:
@@ -177,6 +199,7 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str, A
             log_every=config.run.log_every,
             progress=config.run.progress,
             log_batches=config.run.log_batches,
+            evaluators=monitor_evaluators(config, test_images),
         )
     final_step = int(mesh_lib.to_host(state.step))
     if final_step < total_steps:

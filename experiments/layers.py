@@ -31,7 +31,7 @@ from absl import logging
 from flax import nnx
 from scipy import stats as sstats
 
-from redundax import text
+from redundax import monitor, text
 from redundax.functionals import entropy_rate as er
 from redundax.models import hf_loader
 from redundax.models.bert import SequenceClassifier, make_hidden_fn, mean_pool
@@ -201,6 +201,15 @@ def run_sentences(config, workdir: pathlib.Path) -> dict[str, Any]:
         np.asarray(er.gaussian_entropy_constant(model_cfg.hidden_size, config.scores.sigma2))
         - stats.redundancy
     )
+    # covariance spectra of the same hidden states, mean-pooled over tokens (redundax.monitor)
+    spectra = monitor.measure(
+        model,
+        calib_batches,
+        where=r"embeddings|layers\.\d+",
+        metrics=tuple(config.scores.monitor_metrics),
+        reduce="mean",
+        mask=lambda b: b["attention_mask"],
+    )
     shape = profile_shape(stats.redundancy, config.scores.cap_min_change)
     t_scores = time.time() - t0
     logging.info("R_l = %s (%s)", np.round(stats.redundancy, 4).tolist(), shape)
@@ -263,6 +272,7 @@ def run_sentences(config, workdir: pathlib.Path) -> dict[str, Any]:
                     f"knowledge_entropy/layer{i + 1}": float(v)
                     for i, v in enumerate(stats.knowledge_entropy)
                 },
+                **{f"monitor/{k}": v for k, v in monitor.flatten(spectra).items()},
             },
         )
         if config.recovery.steps > 0:
@@ -339,6 +349,7 @@ def run_sentences(config, workdir: pathlib.Path) -> dict[str, Any]:
             "pooling": config.scores.pooling,
         },
         "statistics": stats.to_dict(),
+        "layer_spectra": spectra,
         "entropy_rate": entropy.tolist(),
         "sigma2": config.scores.sigma2,
         "profile_shape": shape,
@@ -436,6 +447,16 @@ def _write_sentence_results(workdir: pathlib.Path, results: dict[str, Any], conf
         f"Shape: {verdict}.",
         "",
     ]
+    spectra = results.get("layer_spectra", {})
+    if spectra:
+        names = list(next(iter(spectra.values())))
+        parts += [
+            "Covariance spectra of the mean-pooled hidden states on the same calibration batches "
+            "(`redundax.monitor`; `embeddings` is the input of layer 1):",
+            "",
+            _md_table(["hidden state", *names], [[k, *v.values()] for k, v in spectra.items()]),
+            "",
+        ]
     by_pool = st.get("redundancy_by_pooling", {})
     if len(by_pool) > 1:
         shapes = results["profile_shape_by_pooling"]

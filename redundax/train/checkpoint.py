@@ -20,7 +20,8 @@ API:
 - `check_config(directory, config, ignore=IGNORED_FIELDS)`: raises `ValueError` if the newest
   checkpoint under `directory` was saved with a different config (the fields that differ are
   named). Fields under `ignore` (dotted prefixes: the `run` section with logging, evaluation and
-  checkpoint cadence, and `data.dir`) may change between a run and its resumption.
+  checkpoint cadence, `data.dir`, and the `monitor` section of what is measured during training)
+  may change between a run and its resumption.
 - `config_to_dict(config) -> dict`: a ConfigDict or mapping as JSON-compatible nested dicts.
 - `read_state(directory, step=None) -> (step, dict)`: a saved state as NumPy arrays, whatever
   the number of devices and processes that saved it (for analysis and tests).
@@ -66,6 +67,7 @@ IGNORED_FIELDS: tuple[str, ...] = (
     "train.log_every",  # channels
     "sweep",  # mae: the grid (members are stored by tag) and the layout (vectorised or not)
     "r_star",  # mae: post-hoc fit on the members' results
+    "monitor",  # the redundancy monitor only observes training
     "eval.final_epochs",  # mae: post-hoc averaging window of the members' histories
 )
 CHECKPOINT_DIR = "checkpoints"  # under the workdir

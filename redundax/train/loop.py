@@ -3,7 +3,8 @@
 API:
 
 - `train(state, train_step, batches, *, num_steps, mesh, writer=None, checkpointer=None,
-  eval_fn=None, eval_every=0, log_every=50, progress=None, log_batches=False) -> TrainState`:
+  eval_fn=None, eval_every=0, log_every=50, progress=None, log_batches=False,
+  evaluators=None) -> TrainState`:
   runs `train_step` from `state.step` to `num_steps`, one process-local batch of `batches`
   per step, sharded over the mesh's `"data"` axis. `batches` is a grain iterator
   (`redundax.data.make_iterator`), whose position the checkpoints keep; any other iterator
@@ -20,7 +21,11 @@ API:
   skipped (`make_train_step(..., skip_nonfinite=True)`, metric `skipped` = 1) are logged as a
   warning instead and left out of the logged means.
   `progress` shows a bar (None: when stdout is a terminal); `log_batches` records a
-  fingerprint of every batch in `batches.jsonl` (process 0's part).
+  fingerprint of every batch in `batches.jsonl` (process 0's part). `evaluators` (as in
+  big_vision): `{name: Evaluator(fn, every)}`, each `fn(state) -> {key: float}` run every
+  `every` steps and at the end, written as `<name>/<key>` (e.g. `redundax.monitor.evaluator`
+  on a fixed held-out stream: `monitor/<layer>/<metric>`); their time is excluded from the
+  throughput like `eval_fn`'s.
 - `evaluate(eval_step, state, arrays, *, batch_size, mesh) -> dict[str, float]`: means of the
   metrics of `redundax.train.step.make_eval_step` over whole in-memory arrays (identical on
   every process, e.g. `redundax.data.load_arrays`), in fixed-size padded batches (one
@@ -31,6 +36,7 @@ The loop is deliberately plain: read it top to bottom to see what a step does.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -75,6 +81,32 @@ def _check_divergence(pending: list[dict[str, Any]], first_step: int) -> list[di
     return host
 
 
+@dataclasses.dataclass(frozen=True)
+class Evaluator:
+    """A named periodic evaluation: `fn(state) -> {key: float}` every `every` steps and at the end."""
+
+    fn: Callable[[TrainState], Mapping[str, float]]
+    every: int
+
+    def __post_init__(self):
+        if not callable(self.fn):
+            raise ValueError("`Evaluator.fn` must be callable as fn(state) -> {key: float}.")
+        if not isinstance(self.every, int) or self.every < 1:
+            raise ValueError(f"`Evaluator.every` must be an int >= 1 (steps); got {self.every!r}.")
+
+
+def _run_evaluators(
+    evaluators: Mapping[str, Evaluator], state: TrainState, step: int, last: bool
+) -> dict[str, float]:
+    """`{"<name>/<key>": value}` of the evaluators due at `step`."""
+    return {
+        f"{name}/{key}": float(value)
+        for name, ev in evaluators.items()
+        if step % ev.every == 0 or last
+        for key, value in ev.fn(state).items()
+    }
+
+
 def train(
     state: TrainState,
     train_step: Callable[..., tuple[TrainState, dict[str, jax.Array]]],
@@ -89,6 +121,7 @@ def train(
     log_every: int = 50,
     progress: bool | None = None,
     log_batches: bool = False,
+    evaluators: Mapping[str, Evaluator] | None = None,
 ) -> TrainState:
     """Train until `num_steps` (or a preemption); see the module docstring."""
     if not isinstance(num_steps, int) or num_steps < 0:
@@ -144,12 +177,15 @@ def train(
                 bar.update(step)
 
             # ---------------------------------------------------------------- evaluation
-            if eval_fn is not None and ((eval_every and step % eval_every == 0) or last):
+            due = eval_fn is not None and ((eval_every and step % eval_every == 0) or last)
+            if due or evaluators:
                 paused = time.perf_counter()
-                results = dict(eval_fn(state))
-                if writer is not None:
-                    writer.write(step, results)
-                bar.update(step, results)
+                results = dict(eval_fn(state)) if due else {}
+                if due:
+                    bar.update(step, results)
+                results.update(_run_evaluators(evaluators or {}, state, step, last))
+                if writer is not None and results:
+                    writer.write(step, results)  # one record per evaluated step
                 timer_start += time.perf_counter() - paused
 
             # ---------------------------------------------------------------- checkpoint
