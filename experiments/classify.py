@@ -23,7 +23,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from redundax import data
+from redundax import data, monitor
 from redundax.models.resnet import ResNet
 from redundax.train import checkpoint, cli, loop, metrics, step
 from redundax.train import mesh as mesh_lib
@@ -103,10 +103,6 @@ def monitor_evaluators(
     c = config.monitor
     if not c.enabled:
         return {}
-    # imported here: redundax.functionals runs JAX code at import, which must come after
-    # jax.distributed.initialize in a multi-process launch (cli.main)
-    from redundax import monitor
-
     held_out = images[: c.num_examples]
     procs, p = jax.process_count(), jax.process_index()
     local = [np.array_split(held_out[i : i + c.batch_size], procs)[p]

@@ -30,3 +30,27 @@ def test_functionals_names():
 def test_unknown_attribute_names_the_subpackages():
     with pytest.raises(AttributeError, match="public subpackages"):
         rx.does_not_exist  # noqa: B018
+
+
+def test_importing_the_package_starts_no_jax_backend():
+    """A backend started at import time breaks a later `jax.distributed.initialize`."""
+    code = (
+        "import importlib\n"
+        "from jax._src import xla_bridge\n"
+        "for m in ['redundax.functionals', 'redundax.monitor', 'redundax.transforms',\n"
+        "          'redundax.train.loop', 'experiments.classify', 'experiments.monitor']:\n"
+        "    importlib.import_module(m)\n"
+        "    assert not xla_bridge._backends, m\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+
+
+def test_builtin_kernels_pass_the_construction_check():
+    for kernel in (
+        rx.functionals.kl,
+        rx.functionals.pearson_chi2,
+        rx.functionals.squared_hellinger,
+        rx.functionals.jensen_shannon,
+        rx.functionals.total_variation,
+    ):
+        rx.functionals.FKernel(kernel.name, kernel.f, kernel.conjugate)  # raises if not valid
