@@ -224,11 +224,12 @@ def figure3(
         positive = sorted(p for lam, p in pos.items() if lam > 0)
         zero = pos[0.0]
         bottom.set_xlim(zero / 3, (positive[-1] if positive else zero) * 3)
-        ticks = [zero, *[10.0**e for e in range(int(np.floor(np.log10(positive[0]))),
-                                                 int(np.ceil(np.log10(positive[-1]))) + 1)]] \
-            if positive else [zero]
-        bottom.set_xticks(ticks)
-        bottom.set_xticklabels(["0"] + [f"$10^{{{int(round(np.log10(t)))}}}$" for t in ticks[1:]])
+        decades = []
+        if positive:
+            decades = list(range(int(np.floor(np.log10(positive[0]))),
+                                 int(np.ceil(np.log10(positive[-1]))) + 1))
+        bottom.set_xticks([zero, *[10.0**e for e in decades]])
+        bottom.set_xticklabels(["0", *[f"$10^{{{e}}}$" for e in decades]])
         bottom.minorticks_off()
         if positive:  # an axis break between lambda = 0 and the positive lambdas
             brk = np.sqrt(zero * positive[0])
