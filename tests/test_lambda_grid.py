@@ -21,8 +21,10 @@ def test_midpoints_exactly_at_the_gaps():
     assert lg.refine(GRID, R_SPEC, gap=0.5, max_new=10) == []
     # order of the input does not matter
     perm = [3, 0, 6, 1, 5, 2, 4]
-    assert lg.refine([GRID[i] for i in perm], [R_SPEC[i] for i in perm], gap=0.1,
-                     max_new=10) == [0.00316, 0.0316]
+    assert lg.refine([GRID[i] for i in perm], [R_SPEC[i] for i in perm], gap=0.1, max_new=10) == [
+        0.00316,
+        0.0316,
+    ]
 
 
 def test_budget_takes_the_largest_gaps_first():
@@ -69,8 +71,9 @@ def test_refine_properties(lams, with_zero, r, gap, max_new):
     assert not any(math.isclose(a, b, rel_tol=1e-9) for a in new for b in lams)
     # brute force: each new value lies strictly inside an adjacent pair whose |dR| > gap, and
     # there is at most one new value per such pair
-    pairs = [(lams[i], lams[i + 1]) for i in range(len(lams) - 1)
-             if abs(r_spec[i + 1] - r_spec[i]) > gap]
+    pairs = [
+        (lams[i], lams[i + 1]) for i in range(len(lams) - 1) if abs(r_spec[i + 1] - r_spec[i]) > gap
+    ]
     homes = [next((p for p in pairs if p[0] < x < p[1]), None) for x in new]
     assert None not in homes and len(set(homes)) == len(homes)
     if max_new >= len(pairs):  # budget large enough: every splittable pair gets its midpoint
@@ -95,3 +98,10 @@ def test_bad_input_names_the_argument():
         lg.refine([-1.0, 1.0], [0.5, 0.1], gap=0.1, max_new=1)
     with pytest.raises(ValueError, match="min_ratio"):
         lg.refine([0.0, 1.0], [0.5, 0.1], gap=0.1, max_new=1, min_ratio=1.0)
+
+
+def test_mean_by_lambda_averages_over_seeds():
+    rows = [{"lambda_red": lam, "spectral_redundancy": r} for lam, r in
+            ((1.0, 0.2), (0.0, 0.7), (1.0, 0.4), (0.0, 0.9))]
+    lams, means = lg.mean_by_lambda(rows)
+    assert lams == [0.0, 1.0] and means == pytest.approx([0.8, 0.3])

@@ -82,9 +82,13 @@ class StubProgram:
 
     def evaluate(self, state, lam, data):
         r = step_r_spec(lam)
-        return {"recon_loss": jnp.mean(data), "spectral_redundancy": r,
-                "effective_rank": 64 * (1 - r), "chi2_redundancy": r,
-                "gaussian_total_correlation": r}
+        return {
+            "recon_loss": jnp.mean(data),
+            "spectral_redundancy": r,
+            "effective_rank": 64 * (1 - r),
+            "chi2_redundancy": r,
+            "gaussian_total_correlation": r,
+        }
 
     def finish(self, axis, state, members):
         return [{"probe_top1": 0.5, "probe_train_top1": 0.6} for _ in members]
@@ -108,14 +112,21 @@ def test_refinement_rounds_add_members_exactly_at_the_gaps(tmp_path):
     # budget: 3 new lambdas x 2 seeds over at most 3 rounds
     config.sweep.refine.update(rounds=3, max_members=6, gap=0.1, tol=0.01, min_ratio=1.5)
     store = sweep.ResultStore(tmp_path / "members", "stub")
-    kwargs = {"vectorize": True, "data": Batches, "eval_data": jnp.zeros(3),
-              "schedule": sweep.Schedule(num_steps=2, steps_per_epoch=1)}
+    kwargs = {
+        "vectorize": True,
+        "data": Batches,
+        "eval_data": jnp.zeros(3),
+        "schedule": sweep.Schedule(num_steps=2, steps_per_epoch=1),
+    }
     results, rounds = mae.train_rounds(StubProgram(), config, store, **kwargs)
     # R_spec 0.8 0.8 | 0.5 | 0.1 0.1: gaps (1e-3, 1e-2) and (1e-2, 0.1) -> sqrt(1e-5), sqrt(1e-3);
     # then R_spec(0.00316) = 0.8, R_spec(0.0316) = 0.5: gaps (0.00316, 0.01) and (0.0316, 0.1),
     # but one lambda of budget is left: the larger gap (0.4 > 0.3), sqrt(0.0316 * 0.1) = 0.0562
-    assert [r["lambdas"] for r in rounds] == [[0.0, 1e-3, 1e-2, 0.1, 1.0], [0.00316, 0.0316],
-                                              [0.0562]]
+    assert [r["lambdas"] for r in rounds] == [
+        [0.0, 1e-3, 1e-2, 0.1, 1.0],
+        [0.00316, 0.0316],
+        [0.0562],
+    ]
     assert [r["trained"] for r in rounds] == [10, 4, 2]  # within budget: 6 new members
     lams = [r["value"] for r in results.values()]
     assert len(results) == 16 and len(set(results)) == 16
@@ -125,7 +136,8 @@ def test_refinement_rounds_add_members_exactly_at_the_gaps(tmp_path):
         expected = {0: 10, 1: 4, 2: 2}[r["round"]]
         assert r["group"]["size"] == expected and r["group"]["vectorize"]
         assert member_row(r, 1)["spectral_redundancy"] == pytest.approx(
-            float(step_r_spec(jnp.float32(r["value"]))))
+            float(step_r_spec(jnp.float32(r["value"])))
+        )
     # a restart replays the same rounds from the store and trains nothing
     again, rounds2 = mae.train_rounds(StubProgram(), config, store, **kwargs)
     assert [r["lambdas"] for r in rounds2] == [r["lambdas"] for r in rounds]
@@ -147,9 +159,15 @@ def smoke(tmp_path_factory):
 
 def test_smoke_sweep_writes_every_output(smoke):
     config, work, _ = smoke
-    for name in ("config.json", "metrics.jsonl", "results.json", "results.md",
-                 "figure1_accuracy_vs_redundancy.png", "figure2_rank_and_redundancy.png",
-                 "figure3_accuracy_vs_lambda.png"):
+    for name in (
+        "config.json",
+        "metrics.jsonl",
+        "results.json",
+        "results.md",
+        "figure1_accuracy_vs_redundancy.png",
+        "figure2_rank_and_redundancy.png",
+        "figure3_accuracy_vs_lambda.png",
+    ):
         assert (work / name).is_file(), name
     for png in work.glob("*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
@@ -163,27 +181,51 @@ def test_smoke_sweep_writes_every_output(smoke):
     assert len(lines) == n_members * (config.optim.epochs + 1)
 
     results = json.loads((work / "results.json").read_text())
-    assert set(results) >= {"rows", "summary", "baselines", "r_star", "margins", "headline",
-                            "refinement", "timing"}
+    assert set(results) >= {
+        "rows",
+        "summary",
+        "baselines",
+        "r_star",
+        "margins",
+        "headline",
+        "refinement",
+        "timing",
+    }
     assert len(results["rows"]) == n_members and len(results["summary"]) == 3
     # results record each member's round
     assert sorted((r["lambda_red"], r["round"]) for r in results["rows"]) == [
-        (0.0, 0), (0.0, 0), (0.1, 1), (0.1, 1), (1.0, 0), (1.0, 0)]
+        (0.0, 0),
+        (0.0, 0),
+        (0.1, 1),
+        (0.1, 1),
+        (1.0, 0),
+        (1.0, 0),
+    ]
     assert [s["round"] for s in results["summary"]] == [0, 1, 0]
     rounds = results["timing"]["rounds"]
     assert [(r["round"], r["lambdas"], r["trained"]) for r in rounds] == [
-        (0, [0.0, 1.0], 4), (1, [0.1], 2)]
+        (0, [0.0, 1.0], 4),
+        (1, [0.1], 2),
+    ]
     d = config.model.embed_dim or 64
     for row in results["rows"]:
-        assert set(row) >= {"lambda_red", "seed", "spectral_redundancy", "effective_rank",
-                            "chi2_redundancy", "gaussian_total_correlation", "val_loss",
-                            "probe_top1"}
+        assert set(row) >= {
+            "lambda_red",
+            "seed",
+            "spectral_redundancy",
+            "effective_rank",
+            "chi2_redundancy",
+            "gaussian_total_correlation",
+            "val_loss",
+            "probe_top1",
+        }
         assert 0.0 <= row["probe_top1"] <= 1.0
         assert 0.0 <= row["spectral_redundancy"] <= 1 - 1 / d
         # r_eff and R_spec are two views of one spectrum (Def. 2), averaged over final epochs
         if config.eval.final_epochs == 1:
-            assert row["spectral_redundancy"] == pytest.approx(1 - row["effective_rank"] / d,
-                                                               abs=1e-5)
+            assert row["spectral_redundancy"] == pytest.approx(
+                1 - row["effective_rank"] / d, abs=1e-5
+            )
     for s in results["summary"]:  # summary = mean/std over the seeds of the rows
         group = [r["probe_top1"] for r in results["rows"] if r["lambda_red"] == s["lambda_red"]]
         assert s["probe_top1_mean"] == pytest.approx(np.mean(group))
@@ -198,7 +240,8 @@ def test_smoke_sweep_writes_every_output(smoke):
     m = results["margins"]
     assert m["best_lambda"] == best["lambda_red"]
     assert m["baselines"]["raw_pixels"]["margin_mean"] == pytest.approx(
-        best["probe_top1_mean"] - base["raw_pixels"]["probe_top1"])
+        best["probe_top1_mean"] - base["raw_pixels"]["probe_top1"]
+    )
     assert f"λ = {best['lambda_red']:g}" in results["headline"]
 
     md = (work / "results.md").read_text()
@@ -216,7 +259,8 @@ def test_restarted_sweep_skips_finished_members_and_refuses_other_configs(smoke)
     again = mae.run(config, str(work))
     assert again["timing"]["members_trained_this_run"] == 0
     assert again["timing"]["recorded_training_seconds"] == pytest.approx(
-        out["timing"]["recorded_training_seconds"])
+        out["timing"]["recorded_training_seconds"]
+    )
     # one vmapped group per round: the grid, then the refinement round
     assert sorted((g["round"], g["size"]) for g in again["timing"]["groups"]) == [(0, 4), (1, 2)]
     assert again["rows"] == out["rows"]
@@ -228,14 +272,24 @@ def test_restarted_sweep_skips_finished_members_and_refuses_other_configs(smoke)
 
 # ----------------------------------------------------------------------------------- Table 2 rows
 def test_member_row_averages_the_final_epochs():
-    history = [{"epoch": float(e), "step": e * 10,
-                "val/spectral_redundancy": 0.1 * e, "val/effective_rank": e,
-                "val/chi2_redundancy": 2.0 * e, "val/gaussian_total_correlation": 3.0 * e,
-                "val/recon_loss": 1.0 / (e + 1), "train/recon_loss": 2.0 / (e + 1)}
-               for e in range(6)]
+    history = [
+        {
+            "epoch": float(e),
+            "step": e * 10,
+            "val/spectral_redundancy": 0.1 * e,
+            "val/effective_rank": e,
+            "val/chi2_redundancy": 2.0 * e,
+            "val/gaussian_total_correlation": 3.0 * e,
+            "val/recon_loss": 1.0 / (e + 1),
+            "train/recon_loss": 2.0 / (e + 1),
+        }
+        for e in range(6)
+    ]
     history.insert(3, {**history[3], "epoch": 2.5})  # an extra mid-epoch evaluation is ignored
-    row = member_row({"value": 0.01, "seed": 1, "history": history, "probe_top1": 0.7,
-                          "probe_train_top1": 0.8}, final_epochs=3)
+    row = member_row(
+        {"value": 0.01, "seed": 1, "history": history, "probe_top1": 0.7, "probe_train_top1": 0.8},
+        final_epochs=3,
+    )
     assert row["spectral_redundancy"] == pytest.approx(0.1 * (3 + 4 + 5) / 3)
     assert row["gaussian_total_correlation"] == pytest.approx(3.0 * 4)
     assert row["val_loss"] == pytest.approx(1 / 6) and row["train_loss"] == pytest.approx(2 / 6)

@@ -9,8 +9,11 @@ from redundax.analysis.mae_table import results_markdown, summarise
 
 ROWS = [
     {"lambda_red": lam, "seed": s, "probe_top1": top1}
-    for lam, tops in ((0.0, (0.90, 0.89, 0.91)), (0.01, (0.92, 0.91, 0.93)), (1.0, (0.84, 0.85,
-                                                                                    0.83)))
+    for lam, tops in (
+        (0.0, (0.90, 0.89, 0.91)),
+        (0.01, (0.92, 0.91, 0.93)),
+        (1.0, (0.84, 0.85, 0.83)),
+    )
     for s, top1 in enumerate(tops)
 ]
 
@@ -37,15 +40,26 @@ def test_statements_and_the_table_first_line():
     assert warning.startswith("raw pixels (95.0 %) beats every member")
     headline = mg.margin_statement(out, labels)
     assert "λ = 0.01" in headline and "-3.0 points" in headline and "+42.0 points" in headline
-    rows = [{**r, "spectral_redundancy": 0.5, "effective_rank": 3.0, "chi2_redundancy": 1.0,
-             "gaussian_total_correlation": 1.0, "val_loss": 0.1, "train_loss": 0.1,
-             "probe_train_top1": 1.0} for r in ROWS]
+    rows = [
+        {
+            **r,
+            "spectral_redundancy": 0.5,
+            "effective_rank": 3.0,
+            "chi2_redundancy": 1.0,
+            "gaussian_total_correlation": 1.0,
+            "val_loss": 0.1,
+            "train_loss": 0.1,
+            "probe_train_top1": 1.0,
+        }
+        for r in ROWS
+    ]
     summary = summarise(rows)
     init = {k: v for k, v in summary[0].items() if k.endswith(("_mean", "_std"))}
     base = {"random_init": init, "raw_pixels": {"probe_top1": 0.95, "num_features": 64}}
     r_star = {"statement": "x", "verdict": "no U"}
-    md = results_markdown(summary, base, r_star, title="t", caption="c", headline=headline,
-                          warning=warning)
+    md = results_markdown(
+        summary, base, r_star, title="t", caption="c", headline=headline, warning=warning
+    )
     assert md.splitlines()[0] == f"**{warning}**"
     md = results_markdown(summary, base, r_star, title="t", caption="c", headline=headline)
     assert md.splitlines()[0] == "# t" and md.count("| 0.01 | 0 |") == 1

@@ -13,8 +13,9 @@ def _rows(f, xs, seeds=3, noise=0.005, jitter=0.01, seed=0):
     for s in range(seeds):
         for x in xs:
             x = x + rng.normal(0, jitter)
-            rows.append({"spectral_redundancy": x, "probe_top1": f(x) + rng.normal(0, noise),
-                         "seed": s})
+            rows.append(
+                {"spectral_redundancy": x, "probe_top1": f(x) + rng.normal(0, noise), "seed": s}
+            )
     return rows
 
 
@@ -56,8 +57,11 @@ def test_two_lines_recovers_known_slopes_of_a_tent():
     # accuracy rises with slope +0.4 below 0.5 and falls with slope -0.4 above (noise-free, symmetric:
     # the quadratic fit peaks exactly at 0.5, the split point of the two-lines test)
     xs = [0.1, 0.2, 0.3, 0.4, 0.6, 0.7, 0.8, 0.9]
-    rows = [{"spectral_redundancy": x, "probe_top1": 0.9 - 0.4 * abs(x - 0.5), "seed": s}
-            for s in range(3) for x in xs]
+    rows = [
+        {"spectral_redundancy": x, "probe_top1": 0.9 - 0.4 * abs(x - 0.5), "seed": s}
+        for s in range(3)
+        for x in xs
+    ]
     est = rs.estimate_r_star(rows, bootstrap=50, seed=0, level=0.9, resolution=0.15)
     assert est["r_star"] == pytest.approx(0.5, abs=1e-9)
     tl = est["two_lines"]
@@ -111,8 +115,9 @@ def test_verdict_not_resolved_when_the_peak_falls_in_a_gap():
     ],
 )
 def test_no_u_is_said_plainly(f, noise):
-    est = rs.estimate_r_star(_rows(f, np.linspace(0.1, 0.9, 7), noise=noise), bootstrap=300,
-                             seed=0, level=0.9)
+    est = rs.estimate_r_star(
+        _rows(f, np.linspace(0.1, 0.9, 7), noise=noise), bootstrap=300, seed=0, level=0.9
+    )
     assert not est["supported"] and est["verdict"] != rs.MEASURED
     assert "The points do not support a U" in est["statement"]
     assert rs.regime(0.5, est) == "-"

@@ -16,7 +16,7 @@ midpoint of ``(0, b)`` is ``b / 10`` (one decade below ``b``).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -27,8 +27,10 @@ def _check(lambdas: Sequence[float], r_spec: Sequence[float]) -> tuple[np.ndarra
     lam = np.asarray(lambdas, np.float64)
     r = np.asarray(r_spec, np.float64)
     if lam.ndim != 1 or r.shape != lam.shape:
-        raise ValueError(f"`lambdas` and `r_spec` must be 1-D of equal length; got shapes "
-                         f"{lam.shape} and {r.shape}.")
+        raise ValueError(
+            f"`lambdas` and `r_spec` must be 1-D of equal length; got shapes "
+            f"{lam.shape} and {r.shape}."
+        )
     if not (np.isfinite(lam).all() and (lam >= 0).all()):
         raise ValueError(f"`lambdas` must be finite and >= 0; got {lam.tolist()}.")
     if len(np.unique(lam)) != len(lam):
@@ -37,6 +39,15 @@ def _check(lambdas: Sequence[float], r_spec: Sequence[float]) -> tuple[np.ndarra
         raise ValueError(f"`r_spec` must be finite; got {r.tolist()}.")
     order = np.argsort(lam)
     return lam[order], r[order]
+
+
+def mean_by_lambda(
+    rows: Sequence[Mapping], key: str = "spectral_redundancy"
+) -> tuple[list[float], list[float]]:
+    """The distinct ``lambda_red`` of ``rows`` (ascending) and the mean of ``key`` over each one's
+    members (seeds): the input of :func:`refine` and :func:`saturated`."""
+    lams = sorted({float(r["lambda_red"]) for r in rows})
+    return lams, [float(np.mean([r[key] for r in rows if r["lambda_red"] == lam])) for lam in lams]
 
 
 def log_positions(lambdas: Sequence[float]) -> np.ndarray:
@@ -121,4 +132,11 @@ def refine(
     return sorted(new)
 
 
-__all__ = ["ZERO_DECADES", "geometric_midpoint", "log_positions", "refine", "saturated"]
+__all__ = [
+    "ZERO_DECADES",
+    "geometric_midpoint",
+    "log_positions",
+    "mean_by_lambda",
+    "refine",
+    "saturated",
+]

@@ -3,7 +3,8 @@
 Bi, Zhu & Calhoun (2025), Table 2: per lambda_red, the spectral redundancy R_spec of Z ("the mean
 value over the final training epochs"), the validation loss, linear-probe top-1 and the regime. Here
 with the other redundancy measures of Z (effective rank, R_chi2, Gaussian total correlation; Def. 2,
-Props. 4-5), mean ± std over seeds, the refinement round each lambda came from, and two baselines.
+Props. 4-5), mean ± std over seeds, the refinement round each lambda came from, and two baselines;
+:func:`report` adds the R* verdict and the best member's margins over the baselines.
 """
 
 from __future__ import annotations
@@ -12,10 +13,16 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from redundax.analysis.r_star import regime
+from redundax.analysis.lambda_grid import mean_by_lambda, saturated
+from redundax.analysis.margins import baseline_margins, beaten_by, margin_statement
+from redundax.analysis.r_star import estimate_r_star, regime
 
-ROW_METRICS = ("spectral_redundancy", "effective_rank", "chi2_redundancy",
-               "gaussian_total_correlation")
+ROW_METRICS = (
+    "spectral_redundancy",
+    "effective_rank",
+    "chi2_redundancy",
+    "gaussian_total_correlation",
+)
 SUMMARY_METRICS = (*ROW_METRICS, "val_loss", "train_loss", "probe_top1", "probe_train_top1")
 
 
@@ -57,9 +64,14 @@ def summarise(rows: Sequence[Mapping]) -> list[dict]:
     out = []
     for lam in sorted({r["lambda_red"] for r in rows}):
         group = [r for r in rows if r["lambda_red"] == lam]
-        out.append({"lambda_red": lam, "num_seeds": len(group),
-                    "round": min(r.get("round", 0) for r in group),
-                    **mean_std(group, SUMMARY_METRICS)})
+        out.append(
+            {
+                "lambda_red": lam,
+                "num_seeds": len(group),
+                "round": min(r.get("round", 0) for r in group),
+                **mean_std(group, SUMMARY_METRICS),
+            }
+        )
     return out
 
 
@@ -68,10 +80,16 @@ def _pm(s: Mapping, key: str, fmt: str = "{:.3f}", scale: float = 1.0) -> str:
 
 
 def _measures(s: Mapping) -> str:
-    return " | ".join([_pm(s, "spectral_redundancy"), _pm(s, "effective_rank", "{:.2f}"),
-                       _pm(s, "chi2_redundancy", "{:.3g}"),
-                       _pm(s, "gaussian_total_correlation", "{:.3g}"),
-                       _pm(s, "val_loss", "{:.4f}"), _pm(s, "probe_top1", "{:.1f}", 100)])
+    return " | ".join(
+        [
+            _pm(s, "spectral_redundancy"),
+            _pm(s, "effective_rank", "{:.2f}"),
+            _pm(s, "chi2_redundancy", "{:.3g}"),
+            _pm(s, "gaussian_total_correlation", "{:.3g}"),
+            _pm(s, "val_loss", "{:.4f}"),
+            _pm(s, "probe_top1", "{:.1f}", 100),
+        ]
+    )
 
 
 def results_markdown(
@@ -98,19 +116,84 @@ def results_markdown(
     """
     lines = [f"**{warning}**", ""] if warning else []
     lines += [
-        f"# {title}", "", caption, "",
+        f"# {title}",
+        "",
+        caption,
+        "",
         "| λ_red | round | R_spec | r_eff | R_χ² | TC (nats) | Validation loss | Top-1 (%) | Regime |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for s in summary:
-        lines.append(f"| {s['lambda_red']:g} | {s['round']} | {_measures(s)} | "
-                     f"{regime(s['spectral_redundancy_mean'], r_star)} |")
+        lines.append(
+            f"| {s['lambda_red']:g} | {s['round']} | {_measures(s)} | "
+            f"{regime(s['spectral_redundancy_mean'], r_star)} |"
+        )
     ri, raw = baselines["random_init"], baselines["raw_pixels"]
     lines.append(f"| random-init encoder (baseline) | - | {_measures(ri)} | - |")
-    lines.append(f"| raw pixels (baseline, {raw['num_features']} features) | - | - | - | - | - "
-                 f"| - | {100 * raw['probe_top1']:.1f} | - |")
+    lines.append(
+        f"| raw pixels (baseline, {raw['num_features']} features) | - | - | - | - | - "
+        f"| - | {100 * raw['probe_top1']:.1f} | - |"
+    )
     lines += ["", f"**Headline.** {headline}", "", f"**R\\*.** {r_star['statement']}", ""]
     return "\n".join(lines)
 
 
-__all__ = ["ROW_METRICS", "mean_std", "member_row", "results_markdown", "summarise"]
+BASELINE_LABELS = {"raw_pixels": "raw pixels", "random_init": "the random-init encoder"}
+
+
+def report(
+    rows: Sequence[Mapping],
+    baselines: Mapping,
+    *,
+    r_star: Mapping,
+    tol: float,
+    title: str,
+    caption: str,
+) -> dict:
+    """Everything Table 2 says about a finished sweep.
+
+    Args:
+      rows: :func:`member_row` of every member (with its ``round``).
+      baselines: ``{"raw_pixels": {"probe_top1", "num_features"}, "random_init": {"rows": [per
+        seed {"seed", "probe_top1", ...}], <metric>_mean/_std}}``.
+      r_star: keyword arguments of :func:`redundax.analysis.r_star.estimate_r_star` (``bootstrap``,
+        ``seed``, ``level``, ``alpha``, ``resolution``); ``level`` also sets the margins' intervals.
+      tol: R_spec tolerance of saturation (:func:`redundax.analysis.lambda_grid.saturated`).
+      title, caption: the table's heading and the sentence under it.
+
+    Returns:
+      ``{"summary", "r_star", "margins", "headline", "warning", "saturated", "markdown"}``.
+    """
+    summary = summarise(rows)
+    star = estimate_r_star(rows, **r_star)
+    init = {r["seed"]: r["probe_top1"] for r in baselines["random_init"]["rows"]}
+    margins = baseline_margins(
+        rows,
+        {"raw_pixels": baselines["raw_pixels"]["probe_top1"], "random_init": init},
+        level=r_star["level"],
+    )
+    headline = margin_statement(margins, BASELINE_LABELS)
+    warning = beaten_by(margins, BASELINE_LABELS)
+    markdown = results_markdown(
+        summary, baselines, star, title=title, caption=caption, headline=headline, warning=warning
+    )
+    return {
+        "summary": summary,
+        "r_star": star,
+        "margins": margins,
+        "headline": headline,
+        "warning": warning,
+        "saturated": saturated(*mean_by_lambda(rows), tol),
+        "markdown": markdown,
+    }
+
+
+__all__ = [
+    "BASELINE_LABELS",
+    "ROW_METRICS",
+    "mean_std",
+    "member_row",
+    "report",
+    "results_markdown",
+    "summarise",
+]

@@ -54,14 +54,21 @@ def baseline_margins(
     best = max(sorted(by_lambda), key=lambda lam: np.mean(list(by_lambda[lam].values())))
     top = by_lambda[best]
     every = max(float(r["probe_top1"]) for r in rows)
-    out: dict[str, Any] = {"best_lambda": best, "best_top1": top, "level": level,
-                           "best_top1_mean": float(np.mean(list(top.values()))), "baselines": {}}
+    out: dict[str, Any] = {
+        "best_lambda": best,
+        "best_top1": top,
+        "level": level,
+        "best_top1_mean": float(np.mean(list(top.values()))),
+        "baselines": {},
+    }
     for name, value in baselines.items():
         if isinstance(value, Mapping):
             missing = set(top) - {int(s) for s in value}
             if missing:
-                raise ValueError(f"baseline {name!r} has no value for seed(s) {sorted(missing)}; "
-                                 "give one per member seed, or a single value.")
+                raise ValueError(
+                    f"baseline {name!r} has no value for seed(s) {sorted(missing)}; "
+                    "give one per member seed, or a single value."
+                )
             base = {int(s): float(v) for s, v in value.items()}
             margins = {s: top[s] - base[s] for s in top}
             mean_base = float(np.mean([base[s] for s in top]))
@@ -85,25 +92,37 @@ def margin_statement(margins: Mapping[str, Any], labels: Mapping[str, str] | Non
     parts = []
     for name, b in margins["baselines"].items():
         iv = b["interval"]
-        span = (f" ({margins['level']:.0%} interval over {n} seeds [{100 * iv[0]:+.1f}, "
-                f"{100 * iv[1]:+.1f}])" if iv is not None else " (one seed: no interval)")
-        parts.append(f"{labels.get(name, name)} ({100 * b['top1']:.1f} %): "
-                     f"{100 * b['margin_mean']:+.1f} points{span}")
-    return (f"Best member: λ = {margins['best_lambda']:g}, top-1 "
-            f"{100 * margins['best_top1_mean']:.1f} %; its margin over " + "; over ".join(parts)
-            + ".")
+        span = (
+            f" ({margins['level']:.0%} interval over {n} seeds [{100 * iv[0]:+.1f}, "
+            f"{100 * iv[1]:+.1f}])"
+            if iv is not None
+            else " (one seed: no interval)"
+        )
+        parts.append(
+            f"{labels.get(name, name)} ({100 * b['top1']:.1f} %): "
+            f"{100 * b['margin_mean']:+.1f} points{span}"
+        )
+    return (
+        f"Best member: λ = {margins['best_lambda']:g}, top-1 "
+        f"{100 * margins['best_top1_mean']:.1f} %; its margin over " + "; over ".join(parts) + "."
+    )
 
 
 def beaten_by(margins: Mapping[str, Any], labels: Mapping[str, str] | None = None) -> str | None:
     """A sentence naming the baselines that beat every member, or None."""
     labels = labels or {}
-    names = [f"{labels.get(k, k)} ({100 * b['top1']:.1f} %)"
-             for k, b in margins["baselines"].items() if b["beats_every_member"]]
+    names = [
+        f"{labels.get(k, k)} ({100 * b['top1']:.1f} %)"
+        for k, b in margins["baselines"].items()
+        if b["beats_every_member"]
+    ]
     if not names:
         return None
-    return (f"{' and '.join(names)} beat{'s' if len(names) == 1 else ''} every member "
-            f"(best member: λ = {margins['best_lambda']:g}, "
-            f"{100 * margins['best_top1_mean']:.1f} %).")
+    return (
+        f"{' and '.join(names)} beat{'s' if len(names) == 1 else ''} every member "
+        f"(best member: λ = {margins['best_lambda']:g}, "
+        f"{100 * margins['best_top1_mean']:.1f} %)."
+    )
 
 
 __all__ = ["baseline_margins", "beaten_by", "margin_statement", "t_interval"]

@@ -81,25 +81,33 @@ def _bootstrap_peaks(x, y, seeds, bootstrap: int, seed: int) -> tuple[list[float
 
 def _u_statement(r_star, c2, frac, two_lines, level, alpha, interval) -> tuple[bool, str]:
     """Whether the points support a U, and the sentence saying why (not)."""
-    ok = (r_star is not None and frac >= level and two_lines is not None
-          and max(two_lines["p_below"], two_lines["p_above"]) < alpha)
+    ok = (
+        r_star is not None
+        and frac >= level
+        and two_lines is not None
+        and max(two_lines["p_below"], two_lines["p_above"]) < alpha
+    )
     if ok:
         return True, (
             f"The points support a U: {frac:.0%} of the bootstrap fits have an interior maximum "
             f"({level:.0%} interval [{interval[0]:.3f}, {interval[1]:.3f}]); two-lines test: "
             f"rising below the peak (p = {two_lines['p_below']:.3f}), falling above it "
-            f"(p = {two_lines['p_above']:.3f}).")
+            f"(p = {two_lines['p_above']:.3f})."
+        )
     if c2 >= 0:
         why = f"the fitted parabola opens upwards (curvature {c2:.3g})"
     elif r_star is None:
         why = "the fitted maximum lies outside the observed R_spec range"
     elif frac < level:
-        why = (f"only {frac:.0%} of the bootstrap fits have an interior maximum "
-               f"(needed: {level:.0%})")
+        why = (
+            f"only {frac:.0%} of the bootstrap fits have an interior maximum (needed: {level:.0%})"
+        )
     else:
-        why = (f"the two-lines test split at the fitted peak needs accuracy to rise below it and "
-               f"fall above it, each at one-sided p < {alpha}; got p = {two_lines['p_below']:.3f} "
-               f"(rise) and p = {two_lines['p_above']:.3f} (fall)")
+        why = (
+            f"the two-lines test split at the fitted peak needs accuracy to rise below it and "
+            f"fall above it, each at one-sided p < {alpha}; got p = {two_lines['p_below']:.3f} "
+            f"(rise) and p = {two_lines['p_above']:.3f} (fall)"
+        )
     return False, f"The points do not support a U: {why}."
 
 
@@ -146,14 +154,25 @@ def estimate_r_star(
         + ("seeds" if len(np.unique(seeds)) > 1 else "members")
         + "; two-lines test split at R*",
         "coefficients": None if coef is None else [float(c) for c in coef],
-        "r_star": r_star, "bootstrap": bootstrap, "level": level, "alpha": alpha,
-        "resolution": resolution, "interior_fraction": 0.0, "interval": None,
-        "two_lines": None, "supported": False, "nearest": None, "gap": None, "resolved": False,
+        "r_star": r_star,
+        "bootstrap": bootstrap,
+        "level": level,
+        "alpha": alpha,
+        "resolution": resolution,
+        "interior_fraction": 0.0,
+        "interval": None,
+        "two_lines": None,
+        "supported": False,
+        "nearest": None,
+        "gap": None,
+        "resolved": False,
         "verdict": NO_U,
     }
     if coef is None:
-        out["statement"] = ("Fewer than three distinct R_spec values: no curve can be fitted, so "
-                            "the points do not support a U.")
+        out["statement"] = (
+            "Fewer than three distinct R_spec values: no curve can be fitted, so "
+            "the points do not support a U."
+        )
         return out
     stars, frac = _bootstrap_peaks(x, y, seeds, bootstrap, seed)
     interval = None
@@ -164,26 +183,34 @@ def estimate_r_star(
         below, above = x < r_star, x >= r_star
         s_lo, p_lo = one_sided_slope_p(x[below], y[below], +1)
         s_hi, p_hi = one_sided_slope_p(x[above], y[above], -1)
-        two_lines = {"slope_below": s_lo, "p_below": p_lo, "n_below": int(below.sum()),
-                     "slope_above": s_hi, "p_above": p_hi, "n_above": int(above.sum())}
+        two_lines = {
+            "slope_below": s_lo,
+            "p_below": p_lo,
+            "n_below": int(below.sum()),
+            "slope_above": s_hi,
+            "p_above": p_hi,
+            "n_above": int(above.sum()),
+        }
     supported, u_text = _u_statement(r_star, coef[2], frac, two_lines, level, alpha, interval)
-    out.update(interior_fraction=frac, interval=interval, two_lines=two_lines,
-               supported=supported)
+    out.update(interior_fraction=frac, interval=interval, two_lines=two_lines, supported=supported)
     if r_star is None:
         out["statement"] = u_text
         return out
     nearest = [float(x[x < r_star].max()), float(x[x >= r_star].min())]
     resolved = r_star - nearest[0] <= resolution and nearest[1] - r_star <= resolution
     out.update(nearest=nearest, gap=nearest[1] - nearest[0], resolved=bool(resolved))
-    where = (f"the nearest members lie at R_spec {nearest[0]:.3f} below and {nearest[1]:.3f} "
-             f"above it")
+    where = (
+        f"the nearest members lie at R_spec {nearest[0]:.3f} below and {nearest[1]:.3f} above it"
+    )
     if resolved and supported:
         out["verdict"] = MEASURED
-        out["statement"] = (f"R* measured: {r_star:.3f}; {where}, both within {resolution:g}. "
-                            + u_text)
+        out["statement"] = (
+            f"R* measured: {r_star:.3f}; {where}, both within {resolution:g}. " + u_text
+        )
     elif resolved:
-        out["statement"] = (u_text + f" (The fitted peak at R_spec {r_star:.3f} is bracketed: "
-                            f"{where}.)")
+        out["statement"] = (
+            u_text + f" (The fitted peak at R_spec {r_star:.3f} is bracketed: {where}.)"
+        )
     else:
         out["verdict"] = NOT_RESOLVED
         out["statement"] = (
@@ -191,7 +218,8 @@ def estimate_r_star(
             f"has R_spec between {nearest[0]:.3f} and {nearest[1]:.3f} (gap "
             f"{nearest[1] - nearest[0]:.3f}; measuring R* needs a member within {resolution:g} "
             f"on each side), so its position comes from the curve's shape, not from measured "
-            f"points. " + u_text)
+            f"points. " + u_text
+        )
     return out
 
 
