@@ -101,7 +101,9 @@ def test_bad_input_names_the_argument():
 
 
 def test_mean_by_lambda_averages_over_seeds():
-    rows = [{"lambda_red": lam, "spectral_redundancy": r} for lam, r in
-            ((1.0, 0.2), (0.0, 0.7), (1.0, 0.4), (0.0, 0.9))]
+    rows = [
+        {"lambda_red": lam, "spectral_redundancy": r}
+        for lam, r in ((1.0, 0.2), (0.0, 0.7), (1.0, 0.4), (0.0, 0.9))
+    ]
     lams, means = lg.mean_by_lambda(rows)
     assert lams == [0.0, 1.0] and means == pytest.approx([0.8, 0.3])
