@@ -4,13 +4,17 @@
 
 Trains a masked autoencoder with L = L_recon + lambda_red R_spec(Z) (eq. 2) for every lambda_red in
 ``sweep.lambdas`` and every seed in ``sweep.seeds`` (members share the data order; initialisation
-and masking noise come from the seed), logs R_spec, effective rank, R_chi2 and the Gaussian total
-correlation of Z on a fixed held-out batch each epoch, probes the frozen encoder linearly, and
+and masking noise come from the seed), then refines the lambda grid where neighbouring members'
+mean R_spec differ by more than ``sweep.refine.gap`` (geometric midpoints, each round one vectorised
+group; ``redundax.analysis.lambda_grid``). Logs R_spec, effective rank, R_chi2 and the Gaussian
+total correlation of Z on a fixed held-out batch each epoch, probes the frozen encoder linearly, and
 writes Table 2 (``results.json``, ``results.md``) with two baselines (a linear probe on raw pixels
-and on the encoder at its random initialisation), an R* estimate, Figure 1 and Figure 2.
+and on the encoder at its random initialisation), the best member's margin over each, the R*
+verdict (``redundax.analysis.r_star``: "measured" only when members bracket the fitted peak) and
+three figures (accuracy vs R_spec, training dynamics, accuracy vs lambda).
 
 Sections: config validation, data, model and optimiser, the per-member program, baselines,
-results and R*, main.
+training rounds, main.
 """
 
 from __future__ import annotations
@@ -31,7 +35,10 @@ import optax
 from flax import nnx
 from ml_collections import ConfigDict
 
+from redundax import data as rdata
 from redundax import sweep
+from redundax.analysis import lambda_grid, mae_table
+from redundax.analysis.mae_table import mean_std, member_row
 from redundax.functionals import (
     chi2_redundancy,
     effective_rank,
@@ -39,7 +46,10 @@ from redundax.functionals import (
     spectral_redundancy,
 )
 from redundax.models.mae import MAE, Z_MODES, mae_config, num_kept, objective, representation
+from redundax.plots import mae as plots
 from redundax.probe import linear_probe
+from redundax.train import checkpoint, cli, metrics
+from redundax.train import mesh as tmesh
 
 log = logging.getLogger("experiments.mae")
 
@@ -52,94 +62,120 @@ def _fail(field: str, message: str) -> None:
     raise ValueError(f"config.{field}: {message}")
 
 
+def _check_ranges(config: ConfigDict) -> None:
+    """Scalar fields against their allowed ranges: ``(field, ok, requirement)``."""
+    o, e, ref, rs = config.optim, config.eval, config.sweep.refine, config.r_star
+    b = config.data.batch_size
+
+    def is_int(v, low):
+        return isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+    checks = [
+        (
+            "mask_ratio",
+            isinstance(config.mask_ratio, int | float) and 0 < config.mask_ratio < 1,
+            "must lie strictly between 0 and 1",
+        ),
+        ("z_mode", config.z_mode in Z_MODES, f"must be one of {Z_MODES}"),
+        ("data.batch_size", is_int(b, 2), "must be an integer >= 2 (R_spec needs a batch)"),
+        ("optim.epochs", is_int(o.epochs, 1), "must be a positive integer"),
+        ("optim.warmup_epochs", 0 <= o.warmup_epochs <= o.epochs, "must lie in [0, optim.epochs]"),
+        ("optim.learning_rate", o.learning_rate > 0, "must be positive"),
+        (
+            "eval.final_epochs",
+            1 <= e.final_epochs <= o.epochs,
+            f"must lie in [1, optim.epochs={o.epochs}]",
+        ),
+        ("eval.heldout_size", e.heldout_size >= 2, "must be >= 2"),
+        ("eval.batch_size", e.batch_size >= 1, "must be positive"),
+        ("eval.every_steps", e.every_steps >= 0, "must be >= 0"),
+        ("probe.steps", config.probe.steps >= 1, "must be positive"),
+        ("sweep.refine.rounds", is_int(ref.rounds, 0), "must be an integer >= 0 (0: off)"),
+        ("sweep.refine.max_members", is_int(ref.max_members, 0), "must be an integer >= 0"),
+        ("sweep.refine.gap", ref.gap > 0, "must be a positive R_spec difference, e.g. 0.1"),
+        ("sweep.refine.tol", ref.tol >= 0, "must be >= 0"),
+        ("sweep.refine.min_ratio", ref.min_ratio > 1, "must be > 1, e.g. 1.5"),
+        ("r_star.bootstrap", is_int(rs.bootstrap, 1), "must be a positive integer"),
+        ("r_star.level", 0 < rs.level < 1, "must lie in (0, 1)"),
+        ("r_star.alpha", 0 < rs.alpha < 1, "must lie in (0, 1)"),
+        ("r_star.resolution", rs.resolution > 0, "must be a positive R_spec distance, e.g. 0.1"),
+    ]
+    for field, ok, requirement in checks:
+        if not ok:
+            value = config
+            for part in field.split("."):
+                value = value[part]
+            _fail(field, f"{requirement}; got {value!r}.")
+
+
 def validate_config(config: ConfigDict) -> None:
     """Raise ``ValueError`` naming the offending config field, before any training."""
-    from redundax.data import dataset_info, known_datasets
-
-    if config.data.name not in known_datasets():
-        _fail("data.name", f"unknown dataset {config.data.name!r}; known: {known_datasets()}.")
-    spec = dataset_info(config.data.name)
-    lambdas = list(config.sweep.lambdas)
+    if config.data.name not in rdata.known_datasets():
+        _fail(
+            "data.name", f"unknown dataset {config.data.name!r}; known: {rdata.known_datasets()}."
+        )
+    lambdas, seeds = list(config.sweep.lambdas), list(config.sweep.seeds)
     if not lambdas:
-        _fail("sweep.lambdas", "the lambda grid is empty; give at least one value, e.g. "
-              "--config.sweep.lambdas='(0.0, 0.01)'.")
+        _fail(
+            "sweep.lambdas",
+            "the lambda grid is empty; give at least one value, e.g. "
+            "--config.sweep.lambdas='(0.0, 0.01)'.",
+        )
     for lam in lambdas:
         if not isinstance(lam, int | float) or not math.isfinite(lam) or lam < 0:
             _fail("sweep.lambdas", f"every lambda must be a finite number >= 0; got {lam!r}.")
     if len(set(lambdas)) != len(lambdas):
         _fail("sweep.lambdas", f"values must be distinct; got {lambdas}.")
-    seeds = list(config.sweep.seeds)
     if not seeds or any(not isinstance(s, int) or isinstance(s, bool) for s in seeds):
         _fail("sweep.seeds", f"give at least one integer seed; got {seeds}.")
     if len(set(seeds)) != len(seeds):
         _fail("sweep.seeds", f"seeds must be distinct; got {seeds}.")
     if config.sweep.shard_members and not config.sweep.vectorize:
         _fail("sweep.shard_members", "sharding the member axis needs sweep.vectorize=True.")
-    ratio = config.mask_ratio
-    if not isinstance(ratio, int | float) or not 0.0 < ratio < 1.0:
-        _fail("mask_ratio", f"must lie strictly between 0 and 1; got {ratio!r}.")
-    if config.z_mode not in Z_MODES:
-        _fail("z_mode", f"must be one of {Z_MODES}; got {config.z_mode!r}.")
+    _check_ranges(config)
     try:
         model = model_config(config)
     except ValueError as e:
         _fail("model.size", str(e))
-    size = spec.image_shape[0]
-    if spec.image_shape[0] != spec.image_shape[1]:
-        _fail("data.name", f"square images needed; got {spec.image_shape}.")
-    if model.patch_size < 1 or size % model.patch_size:
-        _fail("model.patch_size", f"patch size {model.patch_size} does not divide the "
-              f"{size}x{size} images of {config.data.name}; choose a divisor of {size}.")
-    for field in ("embed_dim", "decoder_embed_dim"):
-        if getattr(model, field) % 4:
-            _fail(f"model.{field}", f"must be a multiple of 4 (2-D sin-cos positions); got "
-                  f"{getattr(model, field)}.")
+    shape = rdata.dataset_info(config.data.name).image_shape
+    if shape[0] != shape[1]:
+        _fail("data.name", f"square images needed; got {shape}.")
+    if model.patch_size < 1 or shape[0] % model.patch_size:
+        _fail(
+            "model.patch_size",
+            f"patch size {model.patch_size} does not divide the "
+            f"{shape[0]}x{shape[0]} images of {config.data.name}; choose a divisor of "
+            f"{shape[0]}.",
+        )
     for dim, heads in (("embed_dim", "num_heads"), ("decoder_embed_dim", "decoder_num_heads")):
+        if getattr(model, dim) % 4:
+            _fail(
+                f"model.{dim}",
+                f"must be a multiple of 4 (2-D sin-cos positions); got {getattr(model, dim)}.",
+            )
         if getattr(model, dim) % getattr(model, heads):
-            _fail(f"model.{heads}", f"{getattr(model, heads)} heads do not divide "
-                  f"model.{dim}={getattr(model, dim)}.")
+            _fail(
+                f"model.{heads}",
+                f"{getattr(model, heads)} heads do not divide model.{dim}={getattr(model, dim)}.",
+            )
     try:
-        num_kept(model.num_patches, ratio)
+        num_kept(model.num_patches, config.mask_ratio)
     except ValueError as e:
         _fail("mask_ratio", str(e))
     b = config.data.batch_size
-    if not isinstance(b, int) or b < 2:
-        _fail("data.batch_size", f"must be an integer >= 2 (R_spec needs a batch); got {b!r}.")
     if b % jax.process_count():
         _fail("data.batch_size", f"{b} is not divisible by the {jax.process_count()} processes.")
     if not config.sweep.vectorize and b % jax.device_count():
-        _fail("data.batch_size", f"{b} is not divisible by the {jax.device_count()} devices "
-              "(members train data parallel when sweep.vectorize=False).")
-    o = config.optim
-    if not isinstance(o.epochs, int) or o.epochs < 1:
-        _fail("optim.epochs", f"must be a positive integer; got {o.epochs!r}.")
-    if not 0 <= o.warmup_epochs <= o.epochs:
-        _fail("optim.warmup_epochs", f"must lie in [0, optim.epochs]; got {o.warmup_epochs}.")
-    if not o.learning_rate > 0:
-        _fail("optim.learning_rate", f"must be positive; got {o.learning_rate}.")
-    e = config.eval
-    if not 1 <= e.final_epochs <= o.epochs:
-        _fail("eval.final_epochs", f"must lie in [1, optim.epochs={o.epochs}]; got "
-              f"{e.final_epochs}.")
-    if e.heldout_size < 2:
-        _fail("eval.heldout_size", f"must be >= 2; got {e.heldout_size}.")
-    if e.batch_size < 1:
-        _fail("eval.batch_size", f"must be positive; got {e.batch_size}.")
-    if e.every_steps < 0:
-        _fail("eval.every_steps", f"must be >= 0; got {e.every_steps}.")
-    if config.probe.steps < 1:
-        _fail("probe.steps", f"must be positive; got {config.probe.steps}.")
-    if not 0 < config.r_star.level < 1:
-        _fail("r_star.level", f"must lie in (0, 1); got {config.r_star.level}.")
-    if not 0 < config.r_star.alpha < 1:
-        _fail("r_star.alpha", f"must lie in (0, 1); got {config.r_star.alpha}.")
+        _fail(
+            "data.batch_size",
+            f"{b} is not divisible by the {jax.device_count()} devices "
+            "(members train data parallel when sweep.vectorize=False).",
+        )
 
 
 def model_config(config: ConfigDict):
     """The :class:`MAEConfig` of ``config.model`` for the dataset's image shape."""
-    from redundax.data import dataset_info
-
-    spec = dataset_info(config.data.name)
+    spec = rdata.dataset_info(config.data.name)
     m = config.model
     return mae_config(
         m.size,
@@ -176,8 +212,6 @@ class Data:
 
 
 def load_data(config: ConfigDict) -> Data:
-    from redundax import data as rdata
-
     name, data_dir = config.data.name, config.data.data_dir
     source = rdata.get_source(name, "train", data_dir)
     spec = rdata.dataset_info(name)
@@ -185,8 +219,12 @@ def load_data(config: ConfigDict) -> Data:
 
     def make_iterator():
         return rdata.make_iterator(
-            source, global_batch_size=batch, seed=config.data.seed, shuffle=True,
-            augment=config.data.augment, drop_remainder=True,
+            source,
+            global_batch_size=batch,
+            seed=config.data.seed,
+            shuffle=True,
+            augment=config.data.augment,
+            drop_remainder=True,
         )
 
     train = rdata.load_arrays(name, "train", data_dir)
@@ -229,7 +267,10 @@ def make_optimizer(config: ConfigDict, steps_per_epoch: int) -> optax.GradientTr
         0.0, o.learning_rate, o.warmup_epochs * steps_per_epoch, total, 0.0
     )
     return optax.adamw(
-        schedule, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay,
+        schedule,
+        b1=o.b1,
+        b2=o.b2,
+        weight_decay=o.weight_decay,
         mask=lambda params: jax.tree.map(lambda x: x.ndim == 2, params),
     )
 
@@ -256,8 +297,9 @@ class MAEProgram:
         self.config = config
         self.data = data
         self.model_config = model_config(config)
-        self.graphdef = nnx.graphdef(nnx.eval_shape(lambda: MAE(self.model_config,
-                                                                rngs=nnx.Rngs(0))))
+        self.graphdef = nnx.graphdef(
+            nnx.eval_shape(lambda: MAE(self.model_config, rngs=nnx.Rngs(0)))
+        )
         self.tx = make_optimizer(config, data.steps_per_epoch)
         self.mask_ratio = float(config.mask_ratio)
         self.z_mode = config.z_mode
@@ -285,8 +327,15 @@ class MAEProgram:
 
     # -- training ---------------------------------------------------------------------------------
     def loss(self, params, images, key, lam, penalty: bool = True):
-        return objective(self.model(params), images, key, lam, mask_ratio=self.mask_ratio,
-                         z_mode=self.z_mode, penalty=penalty)
+        return objective(
+            self.model(params),
+            images,
+            key,
+            lam,
+            mask_ratio=self.mask_ratio,
+            z_mode=self.z_mode,
+            penalty=penalty,
+        )
 
     def train_step(self, state: dict, lam: jax.Array, batch: dict) -> tuple[dict, dict]:
         key = jax.random.fold_in(state["rng"], state["step"])
@@ -329,9 +378,15 @@ class MAEProgram:
         p = self.config.probe
         (_, y_train), (_, y_test) = self.data.probe_train, self.data.probe_test
         res = linear_probe(
-            features_train, jnp.asarray(y_train), features_test, jnp.asarray(y_test),
-            num_classes=self.data.num_classes, steps=p.steps, learning_rate=p.learning_rate,
-            weight_decay=p.weight_decay, batch_size=p.batch_size,
+            features_train,
+            jnp.asarray(y_train),
+            features_test,
+            jnp.asarray(y_test),
+            num_classes=self.data.num_classes,
+            steps=p.steps,
+            learning_rate=p.learning_rate,
+            weight_decay=p.weight_decay,
+            batch_size=p.batch_size,
             key=jax.random.PRNGKey(p.seed),
         )
         return res._asdict()
@@ -372,10 +427,15 @@ def baselines(program: MAEProgram, seeds: Sequence[int], vectorize: bool) -> dic
         probes = [jax.device_get(probe_fn(s["params"])) for s in states]
         evals = [jax.device_get(eval_fn(s, 0.0, held)) for s in states]
     for m, p, e in zip(members, probes, evals, strict=True):
-        rows.append({"seed": m.seed, "probe_top1": float(p["top1"]),
-                     "val_loss": float(e["recon_loss"]),
-                     **{k: float(v) for k, v in e.items() if k != "recon_loss"}})
-    summary = _mean_std(rows, [k for k in rows[0] if k != "seed"])
+        rows.append(
+            {
+                "seed": m.seed,
+                "probe_top1": float(p["top1"]),
+                "val_loss": float(e["recon_loss"]),
+                **{k: float(v) for k, v in e.items() if k != "recon_loss"},
+            }
+        )
+    summary = mean_std(rows, [k for k in rows[0] if k != "seed"])
     return {
         "raw_pixels": {"probe_top1": float(raw["top1"]), "num_features": int(x_train[0].size)},
         "random_init": {"rows": rows, **summary},
@@ -383,238 +443,74 @@ def baselines(program: MAEProgram, seeds: Sequence[int], vectorize: bool) -> dic
 
 
 # --------------------------------------------------------------------------------------------------
-# Results: Table 2 rows, per-lambda summary, R*
+# Training: the grid, then refinement rounds
 # --------------------------------------------------------------------------------------------------
 
-ROW_METRICS = ("spectral_redundancy", "effective_rank", "chi2_redundancy",
-               "gaussian_total_correlation")
 
+def train_rounds(
+    program, config: ConfigDict, store: sweep.ResultStore, **run_kwargs
+) -> tuple[dict[str, dict], list[dict]]:
+    """Round 0 trains ``sweep.lambdas`` x ``sweep.seeds``; each of up to ``sweep.refine.rounds``
+    further rounds adds the lambdas :func:`lambda_grid.refine` places in the R_spec gaps of the
+    members so far (within ``sweep.refine.max_members``) and trains them as one group with
+    :func:`sweep.run_sweep` (finished members are skipped, so a restart replays the same rounds).
 
-def member_row(result: dict, final_epochs: int) -> dict:
-    """One row of Table 2: Z metrics averaged over the last ``final_epochs`` epoch evaluations
-    (the paper's "mean value over the final training epochs"); val_loss at the end."""
-    epochs = [h for h in result["history"] if float(h["epoch"]).is_integer()]
-    last = epochs[-final_epochs:]
-    row = {"lambda_red": result["value"], "seed": result["seed"]}
-    for k in ROW_METRICS:
-        row[k] = float(np.mean([h[f"val/{k}"] for h in last]))
-    row["val_loss"] = float(epochs[-1]["val/recon_loss"])
-    row["train_loss"] = float(epochs[-1]["train/recon_loss"])
-    row["probe_top1"] = float(result["probe_top1"])
-    row["probe_train_top1"] = float(result["probe_train_top1"])
-    return row
-
-
-def _mean_std(rows: Sequence[dict], keys: Sequence[str]) -> dict:
-    out = {}
-    for k in keys:
-        v = np.asarray([r[k] for r in rows], np.float64)
-        out[f"{k}_mean"] = float(v.mean())
-        out[f"{k}_std"] = float(v.std(ddof=1)) if len(v) > 1 else 0.0
-    return out
-
-
-def summarise(rows: Sequence[dict]) -> list[dict]:
-    keys = [*ROW_METRICS, "val_loss", "train_loss", "probe_top1", "probe_train_top1"]
-    out = []
-    for lam in sorted({r["lambda_red"] for r in rows}):
-        group = [r for r in rows if r["lambda_red"] == lam]
-        out.append({"lambda_red": lam, "num_seeds": len(group), **_mean_std(group, keys)})
-    return out
-
-
-def _quadratic_max(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray | None, float | None]:
-    """Least-squares ``y = c0 + c1 x + c2 x^2``; the argmax if it is interior to ``[min x, max x]``
-    and the parabola opens downwards, else None."""
-    if len(np.unique(x)) < 3:
-        return None, None
-    c2, c1, c0 = np.polyfit(x, y, 2)
-    coef = np.array([c0, c1, c2])
-    if c2 >= 0:
-        return coef, None
-    r = -c1 / (2 * c2)
-    return coef, (float(r) if x.min() < r < x.max() else None)
-
-
-def _one_sided_slope_p(x: np.ndarray, y: np.ndarray, sign: int) -> tuple[float, float]:
-    """OLS slope of y on x and the one-sided p-value for ``sign * slope > 0``."""
-    from scipy import stats
-
-    if len(x) < 3 or len(np.unique(x)) < 2:
-        return float("nan"), 1.0
-    res = stats.linregress(x, y)
-    t = res.slope / res.stderr if res.stderr > 0 else np.inf * np.sign(res.slope)
-    return float(res.slope), float(stats.t.sf(sign * t, len(x) - 2))
-
-
-def estimate_r_star(
-    rows: Sequence[dict], *, bootstrap: int, seed: int, level: float, alpha: float = 0.05
-) -> dict:
-    """R*: the maximiser of a quadratic fit of probe top-1 against R_spec (Theorem 2's interior
-    optimum), with a bootstrap over seeds (all members of a resampled seed together; over members
-    when there is a single seed), and a test of whether the points support a U at all.
-
-    The points *support a U* only if (i) the fit to all points has an interior maximum, (ii) at
-    least ``level`` of the bootstrap fits do too, and (iii) the two-lines test (Simonsohn, 2018)
-    agrees: split at the fitted R*, accuracy rises with R_spec below it and falls above it, each
-    slope significant at one-sided ``alpha`` (a concave quadratic alone is not evidence of a U: a
-    rising, saturating relation also gives one). The interval is the central ``level`` range of
-    the bootstrap R* among fits with an interior maximum. Where no member has an R_spec near R*,
-    the statement names the gap: a fitted peak there is located by the curve's shape, not by data.
+    Returns:
+      ``{member tag: result}`` (each with its ``round``) and one record per round
+      (``round``, ``lambdas``, ``members``, ``trained``: members trained by this call, ``seconds``).
     """
-    x = np.asarray([r["spectral_redundancy"] for r in rows], np.float64)
-    y = np.asarray([r["probe_top1"] for r in rows], np.float64)
-    seeds = np.asarray([r["seed"] for r in rows])
-    coef, r_star = _quadratic_max(x, y)
-    out: dict[str, Any] = {
-        "method": "quadratic least squares of probe top-1 on R_spec; bootstrap over "
-        + ("seeds" if len(np.unique(seeds)) > 1 else "members")
-        + "; two-lines test split at R*",
-        "coefficients": None if coef is None else [float(c) for c in coef],
-        "r_star": r_star,
-        "bootstrap": bootstrap,
-        "level": level,
-        "alpha": alpha,
-    }
-    if coef is None:
-        out.update(supported=False, interior_fraction=0.0, interval=None, two_lines=None,
-                   data_gap=None,
-                   statement="Fewer than three distinct R_spec values: no curve can be fitted, "
-                   "so the points do not support a U.")
-        return out
-    rng = np.random.default_rng(seed)
-    units = np.unique(seeds) if len(np.unique(seeds)) > 1 else np.arange(len(rows))
-    labels = seeds if len(np.unique(seeds)) > 1 else np.arange(len(rows))
-    stars, interior = [], 0
-    for _ in range(bootstrap):
-        pick = rng.choice(units, size=len(units), replace=True)
-        idx = np.concatenate([np.flatnonzero(labels == u) for u in pick])
-        _, r = _quadratic_max(x[idx], y[idx])
-        if r is not None:
-            interior += 1
-            stars.append(r)
-    frac = interior / bootstrap if bootstrap else 0.0
-    interval = None
-    if stars:
-        lo, hi = np.quantile(stars, [(1 - level) / 2, 1 - (1 - level) / 2])
-        interval = [float(lo), float(hi)]
-    two_lines, gap = None, None
-    if r_star is not None:
-        left, right = x < r_star, x >= r_star
-        s_left, p_left = _one_sided_slope_p(x[left], y[left], +1)
-        s_right, p_right = _one_sided_slope_p(x[right], y[right], -1)
-        two_lines = {"slope_below": s_left, "p_below": p_left, "n_below": int(left.sum()),
-                     "slope_above": s_right, "p_above": p_right, "n_above": int(right.sum())}
-        below, above = x[x < r_star], x[x >= r_star]
-        gap = [float(below.max()), float(above.min())]
-    two_lines_ok = two_lines is not None and max(two_lines["p_below"], two_lines["p_above"]) < alpha
-    supported = r_star is not None and frac >= level and two_lines_ok
-    c2 = coef[2]
-    if supported:
-        statement = (
-            f"Probe accuracy peaks at an interior spectral redundancy: R* = {r_star:.3f} "
-            f"({level:.0%} bootstrap interval [{interval[0]:.3f}, {interval[1]:.3f}]); "
-            f"{frac:.0%} of the bootstrap fits have an interior maximum; two-lines test: "
-            f"rising below R* (p = {two_lines['p_below']:.3f}), falling above it "
-            f"(p = {two_lines['p_above']:.3f})."
+    seeds, ref = list(config.sweep.seeds), config.sweep.refine
+    results: dict[str, dict] = {}
+    rounds: list[dict] = []
+    new, budget = list(config.sweep.lambdas), ref.max_members
+    for k in range(ref.rounds + 1):
+        if k:
+            rows = [member_row(r, config.eval.final_epochs) for r in results.values()]
+            lams, r_spec = lambda_grid.mean_by_lambda(rows)
+            new = lambda_grid.refine(
+                lams,
+                r_spec,
+                gap=ref.gap,
+                max_new=budget // len(seeds),
+                tol=ref.tol,
+                min_ratio=ref.min_ratio,
+            )
+            if not new:
+                break
+            budget -= len(new) * len(seeds)
+            log.info("Refinement round %d: lambda %s (R_spec gaps > %g)", k, new, ref.gap)
+        members = sweep.grid(new, seeds)
+        trained = len(store.pending(members))
+        out, seconds = sweep.run_sweep(program, members, store=store, **run_kwargs)
+        results.update({m.tag: {**out[m.tag], "round": k} for m in members})
+        rounds.append(
+            {
+                "round": k,
+                "lambdas": new,
+                "members": len(members),
+                "trained": trained,
+                "seconds": seconds,
+            }
         )
-    elif c2 >= 0:
-        statement = (f"The points do not support a U: the fitted parabola opens upwards "
-                     f"(curvature {c2:.3g}).")
-    elif r_star is None:
-        statement = ("The points do not support a U: the fitted maximum lies outside the "
-                     "observed R_spec range.")
-    elif frac < level:
-        statement = (f"The points do not support a U: only {frac:.0%} of the bootstrap fits "
-                     f"have an interior maximum (needed: {level:.0%}).")
-    else:
-        statement = (
-            f"The points do not support a U: the quadratic fit peaks at R* = {r_star:.3f}, but "
-            f"the two-lines test split there needs accuracy to rise below it and fall above it, "
-            f"each at one-sided p < {alpha}; got p = {two_lines['p_below']:.3f} (rise) and "
-            f"p = {two_lines['p_above']:.3f} (fall).")
-    if gap is not None and gap[1] - gap[0] > 0.25 * (x.max() - x.min()):
-        statement += (
-            f" No member has R_spec between {gap[0]:.3f} and {gap[1]:.3f}, where the fitted peak"
-            " lies: there its position comes from the curve's shape, not from measured points.")
-    out.update(supported=bool(supported), interior_fraction=frac, interval=interval,
-               two_lines=two_lines, data_gap=gap, statement=statement)
-    return out
+    return results, rounds
 
 
-def timing(results: dict, members, seconds: float, baseline_seconds: float, trained: int) -> dict:
-    """Wall times: this invocation's, and the recorded training time of every member group (a
-    restarted sweep reports the groups trained earlier too)."""
+def timing(results: dict, rounds: list[dict], baseline_seconds: float) -> dict:
+    """Wall times: this invocation's per round, and the recorded training time of every member
+    group (a restarted sweep reports the groups trained earlier too)."""
     groups = {}
-    for m in members:
-        g = results[m.tag].get("group")
-        if g is not None:
-            groups[g["id"]] = g
+    for r in results.values():
+        if r.get("group") is not None:
+            groups[r["group"]["id"]] = {**r["group"], "round": r["round"]}
     return {
-        "this_run_training_seconds": seconds,
+        "this_run_training_seconds": sum(r["seconds"] for r in rounds),
         "baseline_seconds": baseline_seconds,
-        "members_trained_this_run": trained,
-        "members": len(members),
+        "members_trained_this_run": sum(r["trained"] for r in rounds),
+        "members": len(results),
+        "rounds": rounds,
         "groups": list(groups.values()),
         "recorded_training_seconds": sum(g["seconds"] for g in groups.values()),
     }
-
-
-def regime(r_spec: float, r_star: dict) -> str:
-    if not r_star.get("supported"):
-        return "-"
-    lo, hi = r_star["interval"]
-    if r_spec < lo:
-        return "under-redundant"
-    if r_spec > hi:
-        return "over-redundant"
-    return "balanced (near R*)"
-
-
-def _pm(mean: float, std: float, fmt: str = "{:.3f}", scale: float = 1.0) -> str:
-    return f"{fmt.format(mean * scale)} ± {fmt.format(std * scale)}"
-
-
-def results_markdown(summary, base, r_star, config: ConfigDict) -> str:
-    """Table 2 layout (lambda, R_spec, validation loss, top-1, regime) plus the other measures and
-    the baselines as extra rows."""
-    n_seeds = len(config.sweep.seeds)
-    lines = [
-        f"# MAE redundancy sweep on {config.data.name}",
-        "",
-        f"Mean ± std over {n_seeds} seed(s). R_spec, r_eff, R_chi2 and TC of Z ({config.z_mode}) "
-        f"on a fixed held-out batch, averaged over the final {config.eval.final_epochs} epoch(s); "
-        "validation loss = masked-patch MSE at the end; top-1 = linear probe on the test split.",
-        "",
-        "| λ_red | R_spec | r_eff | R_χ² | TC (nats) | Validation loss | Top-1 (%) | Regime |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for s in summary:
-        lines.append(
-            f"| {s['lambda_red']:g} | {_pm(s['spectral_redundancy_mean'], s['spectral_redundancy_std'])}"
-            f" | {_pm(s['effective_rank_mean'], s['effective_rank_std'], '{:.2f}')}"
-            f" | {_pm(s['chi2_redundancy_mean'], s['chi2_redundancy_std'], '{:.3g}')}"
-            f" | {_pm(s['gaussian_total_correlation_mean'], s['gaussian_total_correlation_std'], '{:.3g}')}"
-            f" | {_pm(s['val_loss_mean'], s['val_loss_std'], '{:.4f}')}"
-            f" | {_pm(s['probe_top1_mean'], s['probe_top1_std'], '{:.1f}', 100)}"
-            f" | {regime(s['spectral_redundancy_mean'], r_star)} |"
-        )
-    ri = base["random_init"]
-    lines.append(
-        f"| random-init encoder (baseline) | {_pm(ri['spectral_redundancy_mean'], ri['spectral_redundancy_std'])}"
-        f" | {_pm(ri['effective_rank_mean'], ri['effective_rank_std'], '{:.2f}')}"
-        f" | {_pm(ri['chi2_redundancy_mean'], ri['chi2_redundancy_std'], '{:.3g}')}"
-        f" | {_pm(ri['gaussian_total_correlation_mean'], ri['gaussian_total_correlation_std'], '{:.3g}')}"
-        f" | {_pm(ri['val_loss_mean'], ri['val_loss_std'], '{:.4f}')}"
-        f" | {_pm(ri['probe_top1_mean'], ri['probe_top1_std'], '{:.1f}', 100)} | - |"
-    )
-    raw = base["raw_pixels"]
-    lines.append(
-        f"| raw pixels (baseline, {raw['num_features']} features) | - | - | - | - | - "
-        f"| {100 * raw['probe_top1']:.1f} | - |"
-    )
-    lines += ["", f"**R\\*.** {r_star['statement']}", ""]
-    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -627,11 +523,11 @@ def _data_parallel(config: ConfigDict):
     replicated. Returns ``(place_batch, replicate)`` or ``(None, None)`` on one device."""
     if config.sweep.vectorize or jax.device_count() == 1:
         return None, None
-    from redundax.train import mesh as tmesh
-
     data_mesh = tmesh.make_data_mesh()
-    return (lambda batch: tmesh.shard_batch(batch, data_mesh),
-            lambda tree: tmesh.replicate(tree, data_mesh))
+    return (
+        lambda batch: tmesh.shard_batch(batch, data_mesh),
+        lambda tree: tmesh.replicate(tree, data_mesh),
+    )
 
 
 def config_fingerprint(config: ConfigDict) -> str:
@@ -645,19 +541,17 @@ def config_fingerprint(config: ConfigDict) -> str:
 
 def run(config: ConfigDict, workdir: str) -> dict:
     """Run the sweep (or its unfinished members) and write every output to ``workdir``."""
-    from redundax.train import checkpoint, metrics
-
     validate_config(config)
     work = pathlib.Path(workdir)
     if jax.process_index() == 0:
         work.mkdir(parents=True, exist_ok=True)
         (work / "config.json").write_text(
-            json.dumps(checkpoint.config_to_dict(config), indent=2, sort_keys=True) + "\n")
+            json.dumps(checkpoint.config_to_dict(config), indent=2, sort_keys=True) + "\n"
+        )
 
     data = load_data(config)
     place_batch, replicate = _data_parallel(config)
     program = MAEProgram(config, data, replicate=replicate)
-    members = sweep.grid(config.sweep.lambdas, config.sweep.seeds)
     store = sweep.ResultStore(work / "members", config_fingerprint(config))
     schedule = sweep.Schedule(
         num_steps=config.optim.epochs * data.steps_per_epoch,
@@ -665,55 +559,96 @@ def run(config: ConfigDict, workdir: str) -> dict:
         eval_every=config.eval.every_steps,
         checkpoint_every=config.checkpoint_every_epochs * data.steps_per_epoch,
     )
-    mesh = sweep.member_mesh() if config.sweep.shard_members else None
-    pending = store.pending(members)
     writer = metrics.Writer(work)
+    log_every = max(config.optim.epochs // 4, 1)
 
     def on_eval(member: sweep.Member, record: dict) -> None:
         # one record per member and evaluation; names carry the member, e.g.
         # "lam_0.01_seed_2/val/spectral_redundancy" (TensorBoard groups them by member)
-        writer.write(record["step"], {f"{member.tag}/{k}": v for k, v in record.items()
-                                      if k != "step"})
-        if record["step"] and (member == pending[-1] or not config.sweep.vectorize):
-            log.info("%s step %d epoch %.1f: train recon %.4f, val recon %.4f, R_spec %.3f, "
-                     "r_eff %.2f", member.tag, record["step"], record["epoch"],
-                     record["train/recon_loss"], record["val/recon_loss"],
-                     record["val/spectral_redundancy"], record["val/effective_rank"])
+        writer.write(
+            record["step"], {f"{member.tag}/{k}": v for k, v in record.items() if k != "step"}
+        )
+        shown = not config.sweep.vectorize or (
+            member.seed == config.sweep.seeds[-1] and record["epoch"] % log_every == 0
+        )
+        if record["step"] and shown:
+            log.info(
+                "%s epoch %.1f: train recon %.4f, val recon %.4f, R_spec %.3f, r_eff %.2f",
+                member.tag,
+                record["epoch"],
+                record["train/recon_loss"],
+                record["val/recon_loss"],
+                record["val/spectral_redundancy"],
+                record["val/effective_rank"],
+            )
 
-    trained = len(pending)
     try:
-        results, seconds = sweep.run_sweep(
-            program, members, store=store, vectorize=config.sweep.vectorize, mesh=mesh,
-            checkpoint_root=work / "checkpoints", data=data.make_iterator,
-            eval_data=jnp.asarray(data.heldout), schedule=schedule, place_batch=place_batch,
+        results, rounds = train_rounds(
+            program,
+            config,
+            store,
+            vectorize=config.sweep.vectorize,
+            mesh=sweep.member_mesh() if config.sweep.shard_members else None,
+            checkpoint_root=work / "checkpoints",
+            data=data.make_iterator,
+            eval_data=jnp.asarray(data.heldout),
+            schedule=schedule,
+            place_batch=place_batch,
             on_eval=on_eval,
         )
     finally:
         writer.close()
     t0 = time.perf_counter()
     base = baselines(program, list(config.sweep.seeds), config.sweep.vectorize)
-    rows = [member_row(results[m.tag], config.eval.final_epochs) for m in members]
-    summary = summarise(rows)
-    r_star = estimate_r_star(rows, bootstrap=config.r_star.bootstrap, seed=config.r_star.seed,
-                             level=config.r_star.level, alpha=config.r_star.alpha)
-    out = {"rows": rows, "summary": summary, "baselines": base, "r_star": r_star,
-           "timing": timing(results, members, seconds, time.perf_counter() - t0, trained)}
+    rows = [
+        {**member_row(r, config.eval.final_epochs), "round": r["round"]} for r in results.values()
+    ]
+    res = mae_table.report(
+        rows,
+        base,
+        r_star=config.r_star.to_dict(),
+        tol=config.sweep.refine.tol,
+        title=f"MAE redundancy sweep on {config.data.name}",
+        caption=(
+            f"{len(rows)} members; mean ± std over {len(config.sweep.seeds)} seed(s); round ="
+            " the refinement round that added the lambda (0: the configured grid). R_spec, "
+            f"r_eff, R_χ² and TC of Z ({config.z_mode}) on a fixed held-out batch, averaged "
+            f"over the final {config.eval.final_epochs} epoch(s); validation loss = "
+            "masked-patch MSE at the end; top-1 = linear probe on the test split."
+        ),
+    )
+    markdown = res.pop("markdown")
+    out = {
+        "rows": rows,
+        "baselines": base,
+        **res,
+        "refinement": config.sweep.refine.to_dict(),
+        "timing": timing(results, rounds, time.perf_counter() - t0),
+    }
     if jax.process_index() == 0:
         metrics.write_json(work / "results.json", out, indent=1)
-        (work / "results.md").write_text(results_markdown(summary, base, r_star, config))
-        from redundax.plots import mae as plots
-
-        histories = {m.tag: (m.value, m.seed, results[m.tag]["history"]) for m in members}
-        plots.figure1(rows, summary, base, r_star, work / "figure1_accuracy_vs_redundancy.png")
+        (work / "results.md").write_text(markdown)
+        histories = {t: (r["value"], r["seed"], r["history"]) for t, r in results.items()}
+        plots.figure1(
+            rows, res["summary"], base, res["r_star"], work / "figure1_accuracy_vs_redundancy.png"
+        )
         plots.figure2(histories, work / "figure2_rank_and_redundancy.png")
-    log.info("Sweep %.1f s; results in %s", seconds, work)
+        plots.figure3(rows, res["summary"], base, work / "figure3_accuracy_vs_lambda.png")
+    log.info("%s %s", res["warning"] or "", res["headline"])
+    log.info("R*: %s", res["r_star"]["statement"])
+    log.info(
+        "Sweep %.1f s (%s); results in %s",
+        out["timing"]["this_run_training_seconds"],
+        ", ".join(
+            f"round {r['round']}: {r['members']} members {r['seconds']:.0f} s" for r in rounds
+        ),
+        work,
+    )
     return out
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """``python -m experiments.mae --config configs/mae.py[:preset] --workdir DIR``."""
-    from redundax.train import cli
-
     logging.getLogger("experiments").setLevel(logging.INFO)
     logging.getLogger("redundax").setLevel(logging.INFO)
     cli.main(run, "configs/mae.py", argv)

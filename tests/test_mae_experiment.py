@@ -1,12 +1,16 @@
-"""MAE experiment: config validation, the smoke sweep's outputs, restart, R* and Table 2 rows."""
+"""MAE experiment: config validation, refinement rounds on a synthetic sweep, the smoke sweep's
+outputs (with one refinement round), restart, and Table 2 rows."""
 
 import json
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from configs.mae import DIGITS_LAMBDAS, PAPER_LAMBDAS, get_config
 from experiments import mae
+from redundax import sweep
+from redundax.analysis.mae_table import member_row
 
 
 # ------------------------------------------------------------------------------ config validation
@@ -26,6 +30,11 @@ from experiments import mae
         ("z_mode", "max", r"config\.z_mode"),
         ("data.batch_size", 1, r"config\.data\.batch_size"),
         ("eval.final_epochs", 0, r"config\.eval\.final_epochs"),
+        ("sweep.refine.gap", 0.0, r"config\.sweep\.refine\.gap.*positive"),
+        ("sweep.refine.rounds", -1, r"config\.sweep\.refine\.rounds"),
+        ("sweep.refine.max_members", -2, r"config\.sweep\.refine\.max_members"),
+        ("sweep.refine.min_ratio", 1.0, r"config\.sweep\.refine\.min_ratio"),
+        ("r_star.resolution", 0.0, r"config\.r_star\.resolution"),
     ],
 )
 def test_bad_config_raises_naming_the_field_before_training(tmp_path, field, value, match):
@@ -45,12 +54,98 @@ def test_presets():
     assert set(PAPER_LAMBDAS) <= set(DIGITS_LAMBDAS)  # the digits grid contains the paper's
     c100 = get_config("cifar100")
     assert tuple(c100.sweep.lambdas) == PAPER_LAMBDAS and c100.mask_ratio == 0.75
+    # refinement on in the default and cifar100 presets; the paper's four are round 0
+    assert get_config().sweep.refine.rounds > 0 and c100.sweep.refine.rounds > 0
+    assert get_config("smoke").sweep.refine.rounds == 1
     m = mae.model_config(c100)
     assert (m.embed_dim, m.depth, m.num_heads, m.image_size) == (768, 12, 12, 32)
     for preset in (None, "smoke", "cifar100"):
         mae.validate_config(get_config(preset))
     with pytest.raises(ValueError, match="Unknown preset"):
         get_config("imagenet")
+
+
+# ---------------------------------------------------------------- refinement on a synthetic sweep
+def step_r_spec(lam):
+    """A known R_spec(lambda): 0.8 below 0.005, 0.5 up to 0.05, 0.1 above (two jumps)."""
+    return jnp.where(lam < 0.005, 0.8, jnp.where(lam < 0.05, 0.5, 0.1))
+
+
+class StubProgram:
+    """A sweep member whose held-out R_spec is ``step_r_spec(lambda)`` (no model)."""
+
+    def init(self, member):
+        return {"step": jnp.zeros((), jnp.int32)}
+
+    def train_step(self, state, lam, batch):
+        return {"step": state["step"] + 1}, {"recon_loss": jnp.mean(batch["image"]) + lam}
+
+    def evaluate(self, state, lam, data):
+        r = step_r_spec(lam)
+        return {
+            "recon_loss": jnp.mean(data),
+            "spectral_redundancy": r,
+            "effective_rank": 64 * (1 - r),
+            "chi2_redundancy": r,
+            "gaussian_total_correlation": r,
+        }
+
+    def finish(self, axis, state, members):
+        return [{"probe_top1": 0.5, "probe_train_top1": 0.6} for _ in members]
+
+
+class Batches:
+    def __next__(self):
+        return {"image": np.zeros((4, 2), np.float32)}
+
+    def get_state(self):
+        return {}
+
+    def set_state(self, state):
+        pass
+
+
+def test_refinement_rounds_add_members_exactly_at_the_gaps(tmp_path):
+    config = get_config("smoke")
+    config.sweep.lambdas, config.sweep.seeds = (0.0, 1e-3, 1e-2, 0.1, 1.0), (0, 1)
+    config.eval.final_epochs = 1
+    # budget: 3 new lambdas x 2 seeds over at most 3 rounds
+    config.sweep.refine.update(rounds=3, max_members=6, gap=0.1, tol=0.01, min_ratio=1.5)
+    store = sweep.ResultStore(tmp_path / "members", "stub")
+    kwargs = {
+        "vectorize": True,
+        "data": Batches,
+        "eval_data": jnp.zeros(3),
+        "schedule": sweep.Schedule(num_steps=2, steps_per_epoch=1),
+    }
+    results, rounds = mae.train_rounds(StubProgram(), config, store, **kwargs)
+    # R_spec 0.8 0.8 | 0.5 | 0.1 0.1: gaps (1e-3, 1e-2) and (1e-2, 0.1) -> sqrt(1e-5), sqrt(1e-3);
+    # then R_spec(0.00316) = 0.8, R_spec(0.0316) = 0.5: gaps (0.00316, 0.01) and (0.0316, 0.1),
+    # but one lambda of budget is left: the larger gap (0.4 > 0.3), sqrt(0.0316 * 0.1) = 0.0562
+    assert [r["lambdas"] for r in rounds] == [
+        [0.0, 1e-3, 1e-2, 0.1, 1.0],
+        [0.00316, 0.0316],
+        [0.0562],
+    ]
+    assert [r["trained"] for r in rounds] == [10, 4, 2]  # within budget: 6 new members
+    lams = [r["value"] for r in results.values()]
+    assert len(results) == 16 and len(set(results)) == 16
+    assert sorted(set(lams)) == sorted({0.0, 1e-3, 1e-2, 0.1, 1.0, 0.00316, 0.0316, 0.0562})
+    assert all(lams.count(v) == 2 for v in set(lams))  # every lambda once per seed, no repeats
+    for r in results.values():  # each round trained as one vectorised group
+        expected = {0: 10, 1: 4, 2: 2}[r["round"]]
+        assert r["group"]["size"] == expected and r["group"]["vectorize"]
+        assert member_row(r, 1)["spectral_redundancy"] == pytest.approx(
+            float(step_r_spec(jnp.float32(r["value"])))
+        )
+    # a restart replays the same rounds from the store and trains nothing
+    again, rounds2 = mae.train_rounds(StubProgram(), config, store, **kwargs)
+    assert [r["lambdas"] for r in rounds2] == [r["lambdas"] for r in rounds]
+    assert [r["trained"] for r in rounds2] == [0, 0, 0] and again.keys() == results.keys()
+    # refinement off: the grid alone
+    config.sweep.refine.rounds = 0
+    _, rounds0 = mae.train_rounds(StubProgram(), config, store, **kwargs)
+    assert len(rounds0) == 1
 
 
 # ------------------------------------------------------------------------------------- smoke run
@@ -64,33 +159,73 @@ def smoke(tmp_path_factory):
 
 def test_smoke_sweep_writes_every_output(smoke):
     config, work, _ = smoke
-    for name in ("config.json", "metrics.jsonl", "results.json", "results.md",
-                 "figure1_accuracy_vs_redundancy.png", "figure2_rank_and_redundancy.png"):
+    for name in (
+        "config.json",
+        "metrics.jsonl",
+        "results.json",
+        "results.md",
+        "figure1_accuracy_vs_redundancy.png",
+        "figure2_rank_and_redundancy.png",
+        "figure3_accuracy_vs_lambda.png",
+    ):
         assert (work / name).is_file(), name
     for png in work.glob("*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     assert any((work / "tensorboard").iterdir())
     assert any((work / "checkpoints").iterdir())
-    n_members = len(config.sweep.lambdas) * len(config.sweep.seeds)
+    # the grid (2 lambdas) and one refinement round: lambda 0.1 (midpoint of 0 and 1), 2 seeds
+    n_members = (len(config.sweep.lambdas) + 1) * len(config.sweep.seeds)
     assert len(list((work / "members").glob("*.json"))) == n_members
     # one metrics line per member and evaluation (initialisation + every epoch)
     lines = [json.loads(x) for x in (work / "metrics.jsonl").read_text().splitlines()]
     assert len(lines) == n_members * (config.optim.epochs + 1)
 
     results = json.loads((work / "results.json").read_text())
-    assert set(results) >= {"rows", "summary", "baselines", "r_star"}
-    assert len(results["rows"]) == n_members and len(results["summary"]) == 2
+    assert set(results) >= {
+        "rows",
+        "summary",
+        "baselines",
+        "r_star",
+        "margins",
+        "headline",
+        "refinement",
+        "timing",
+    }
+    assert len(results["rows"]) == n_members and len(results["summary"]) == 3
+    # results record each member's round
+    assert sorted((r["lambda_red"], r["round"]) for r in results["rows"]) == [
+        (0.0, 0),
+        (0.0, 0),
+        (0.1, 1),
+        (0.1, 1),
+        (1.0, 0),
+        (1.0, 0),
+    ]
+    assert [s["round"] for s in results["summary"]] == [0, 1, 0]
+    rounds = results["timing"]["rounds"]
+    assert [(r["round"], r["lambdas"], r["trained"]) for r in rounds] == [
+        (0, [0.0, 1.0], 4),
+        (1, [0.1], 2),
+    ]
     d = config.model.embed_dim or 64
     for row in results["rows"]:
-        assert set(row) >= {"lambda_red", "seed", "spectral_redundancy", "effective_rank",
-                            "chi2_redundancy", "gaussian_total_correlation", "val_loss",
-                            "probe_top1"}
+        assert set(row) >= {
+            "lambda_red",
+            "seed",
+            "spectral_redundancy",
+            "effective_rank",
+            "chi2_redundancy",
+            "gaussian_total_correlation",
+            "val_loss",
+            "probe_top1",
+        }
         assert 0.0 <= row["probe_top1"] <= 1.0
         assert 0.0 <= row["spectral_redundancy"] <= 1 - 1 / d
         # r_eff and R_spec are two views of one spectrum (Def. 2), averaged over final epochs
         if config.eval.final_epochs == 1:
-            assert row["spectral_redundancy"] == pytest.approx(1 - row["effective_rank"] / d,
-                                                               abs=1e-5)
+            assert row["spectral_redundancy"] == pytest.approx(
+                1 - row["effective_rank"] / d, abs=1e-5
+            )
     for s in results["summary"]:  # summary = mean/std over the seeds of the rows
         group = [r["probe_top1"] for r in results["rows"] if r["lambda_red"] == s["lambda_red"]]
         assert s["probe_top1_mean"] == pytest.approx(np.mean(group))
@@ -99,10 +234,24 @@ def test_smoke_sweep_writes_every_output(smoke):
     assert 0.5 < base["raw_pixels"]["probe_top1"] <= 1.0  # digits are nearly linearly separable
     assert len(base["random_init"]["rows"]) == len(config.sweep.seeds)
     assert isinstance(results["r_star"]["statement"], str) and results["r_star"]["statement"]
+    assert results["r_star"]["verdict"] in ("measured", "peak not resolved", "no U")
+    # the headline: the best lambda by mean top-1 and its margin over each baseline
+    best = max(results["summary"], key=lambda s: s["probe_top1_mean"])
+    m = results["margins"]
+    assert m["best_lambda"] == best["lambda_red"]
+    assert m["baselines"]["raw_pixels"]["margin_mean"] == pytest.approx(
+        best["probe_top1_mean"] - base["raw_pixels"]["probe_top1"]
+    )
+    assert f"λ = {best['lambda_red']:g}" in results["headline"]
 
     md = (work / "results.md").read_text()
-    assert "| λ_red | R_spec |" in md and "raw pixels" in md and "random-init encoder" in md
-    assert md.count("\n| 0 |") == 1 and "±" in md
+    assert "| λ_red | round | R_spec |" in md and "raw pixels" in md and "random-init" in md
+    assert md.count("\n| 0 | 0 |") == 1 and md.count("\n| 0.1 | 1 |") == 1 and "±" in md
+    top = max(r["probe_top1"] for r in results["rows"])
+    if base["raw_pixels"]["probe_top1"] > top:  # a baseline beats every member: the first line
+        assert md.splitlines()[0].startswith("**raw pixels") and results["warning"]
+    else:
+        assert md.splitlines()[0].startswith("# MAE")
 
 
 def test_restarted_sweep_skips_finished_members_and_refuses_other_configs(smoke):
@@ -110,8 +259,10 @@ def test_restarted_sweep_skips_finished_members_and_refuses_other_configs(smoke)
     again = mae.run(config, str(work))
     assert again["timing"]["members_trained_this_run"] == 0
     assert again["timing"]["recorded_training_seconds"] == pytest.approx(
-        out["timing"]["recorded_training_seconds"])
-    assert len(again["timing"]["groups"]) == 1  # the smoke members trained as one vmapped group
+        out["timing"]["recorded_training_seconds"]
+    )
+    # one vmapped group per round: the grid, then the refinement round
+    assert sorted((g["round"], g["size"]) for g in again["timing"]["groups"]) == [(0, 4), (1, 2)]
     assert again["rows"] == out["rows"]
     other = get_config("smoke")
     other.optim.learning_rate = 1e-2
@@ -119,71 +270,26 @@ def test_restarted_sweep_skips_finished_members_and_refuses_other_configs(smoke)
         mae.run(other, str(work))
 
 
-# --------------------------------------------------------------------------------- R* and rows
-def _rows(f, seeds=3, lambdas=7, noise=0.005, seed=0):
-    rng = np.random.default_rng(seed)
-    rows = []
-    for s in range(seeds):
-        for r in np.linspace(0.1, 0.9, lambdas):
-            r = r + rng.normal(0, 0.01)
-            rows.append({"spectral_redundancy": r, "probe_top1": f(r) + rng.normal(0, noise),
-                         "seed": s})
-    return rows
-
-
-def test_r_star_recovers_a_known_interior_optimum():
-    rows = _rows(lambda r: 0.8 - 2.0 * (r - 0.55) ** 2)
-    est = mae.estimate_r_star(rows, bootstrap=300, seed=0, level=0.9)
-    assert est["supported"] and est["r_star"] == pytest.approx(0.55, abs=0.03)
-    lo, hi = est["interval"]
-    assert lo <= 0.55 <= hi and hi - lo < 0.1
-    assert est["statement"].startswith("Probe accuracy peaks")
-    assert mae.regime(0.2, est) == "under-redundant" and mae.regime(0.9, est) == "over-redundant"
-
-
-@pytest.mark.parametrize(
-    ("f", "noise"),
-    [
-        (lambda r: 0.9 - 0.3 * r, 0.005),  # monotone
-        (lambda r: 0.5 + (r - 0.5) ** 2, 0.005),  # a true U in error: accuracy dips
-        # rising then flat (saturating): a concave quadratic fits it with an interior maximum,
-        # but accuracy does not fall above that maximum
-        (lambda r: 0.9 - 0.2 * np.exp(-12 * r), 0.01),
-    ],
-)
-def test_r_star_says_plainly_when_there_is_no_u(f, noise):
-    est = mae.estimate_r_star(_rows(f, noise=noise), bootstrap=300, seed=0, level=0.9)
-    assert not est["supported"]
-    assert est["statement"].startswith("The points do not support a U")
-    assert mae.regime(0.5, est) == "-"
-
-
-def test_r_star_names_a_gap_in_the_data():
-    rng = np.random.default_rng(3)
-    rows = [{"spectral_redundancy": r + rng.normal(0, 0.005),
-             "probe_top1": 0.8 - 2.0 * (r - 0.5) ** 2 + rng.normal(0, 0.003), "seed": s}
-            for s in range(3) for r in (0.1, 0.15, 0.2, 0.8, 0.85, 0.9)]
-    est = mae.estimate_r_star(rows, bootstrap=200, seed=0, level=0.9)
-    assert est["r_star"] == pytest.approx(0.5, abs=0.05)
-    lo, hi = est["data_gap"]
-    assert lo < 0.25 and hi > 0.75 and "No member has R_spec between" in est["statement"]
-
-
-def test_r_star_needs_three_distinct_redundancies():
-    rows = [{"spectral_redundancy": r, "probe_top1": 0.5, "seed": 0} for r in (0.1, 0.2, 0.1)]
-    est = mae.estimate_r_star(rows, bootstrap=10, seed=0, level=0.9)
-    assert not est["supported"] and "Fewer than three" in est["statement"]
-
-
+# ----------------------------------------------------------------------------------- Table 2 rows
 def test_member_row_averages_the_final_epochs():
-    history = [{"epoch": float(e), "step": e * 10,
-                "val/spectral_redundancy": 0.1 * e, "val/effective_rank": e,
-                "val/chi2_redundancy": 2.0 * e, "val/gaussian_total_correlation": 3.0 * e,
-                "val/recon_loss": 1.0 / (e + 1), "train/recon_loss": 2.0 / (e + 1)}
-               for e in range(6)]
+    history = [
+        {
+            "epoch": float(e),
+            "step": e * 10,
+            "val/spectral_redundancy": 0.1 * e,
+            "val/effective_rank": e,
+            "val/chi2_redundancy": 2.0 * e,
+            "val/gaussian_total_correlation": 3.0 * e,
+            "val/recon_loss": 1.0 / (e + 1),
+            "train/recon_loss": 2.0 / (e + 1),
+        }
+        for e in range(6)
+    ]
     history.insert(3, {**history[3], "epoch": 2.5})  # an extra mid-epoch evaluation is ignored
-    row = mae.member_row({"value": 0.01, "seed": 1, "history": history, "probe_top1": 0.7,
-                          "probe_train_top1": 0.8}, final_epochs=3)
+    row = member_row(
+        {"value": 0.01, "seed": 1, "history": history, "probe_top1": 0.7, "probe_train_top1": 0.8},
+        final_epochs=3,
+    )
     assert row["spectral_redundancy"] == pytest.approx(0.1 * (3 + 4 + 5) / 3)
     assert row["gaussian_total_correlation"] == pytest.approx(3.0 * 4)
     assert row["val_loss"] == pytest.approx(1 / 6) and row["train_loss"] == pytest.approx(2 / 6)
