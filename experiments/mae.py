@@ -36,15 +36,9 @@ from flax import nnx
 from ml_collections import ConfigDict
 
 from redundax import data as rdata
-from redundax import sweep
+from redundax import monitor, sweep
 from redundax.analysis import lambda_grid, mae_table
 from redundax.analysis.mae_table import mean_std, member_row
-from redundax.functionals import (
-    chi2_redundancy,
-    effective_rank,
-    gaussian_total_correlation,
-    spectral_redundancy,
-)
 from redundax.models.mae import MAE, Z_MODES, mae_config, num_kept, objective, representation
 from redundax.plots import mae as plots
 from redundax.probe import linear_probe
@@ -275,16 +269,6 @@ def make_optimizer(config: ConfigDict, steps_per_epoch: int) -> optax.GradientTr
     )
 
 
-def z_metrics(z: jax.Array) -> dict[str, jax.Array]:
-    """The four redundancy measures of Z logged every epoch (Def. 2; Prop. 4; Prop. 5)."""
-    return {
-        "spectral_redundancy": spectral_redundancy(z),
-        "effective_rank": effective_rank(z),
-        "chi2_redundancy": chi2_redundancy(z),
-        "gaussian_total_correlation": gaussian_total_correlation(z),
-    }
-
-
 class MAEProgram:
     """Per-member pure functions of the sweep (see :class:`redundax.sweep.Program`).
 
@@ -365,7 +349,7 @@ class MAEProgram:
 
         losses, zs = jax.lax.map(one, (jnp.arange(chunks.shape[0]), chunks))
         z = zs.reshape(-1, zs.shape[-1])
-        return {"recon_loss": jnp.mean(losses), **z_metrics(z)}
+        return {"recon_loss": jnp.mean(losses), **monitor.from_samples(z, mae_table.ROW_METRICS)}
 
     def features(self, params, images: jax.Array) -> jax.Array:
         """Frozen-encoder features of whole images, pooled like Z (tokens: mean)."""
