@@ -66,7 +66,7 @@ class FKernel:
     # start the JAX backend (`jax.distributed.initialize` has to come first).
     check: dataclasses.InitVar[bool] = True
 
-    def __post_init__(self, check: bool = True):
+    def __post_init__(self, check: bool):
         if not check:
             return
         with jax.ensure_compile_time_eval():
