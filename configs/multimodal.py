@@ -20,7 +20,10 @@ Every method shares model, data order, loss (cross-entropy of the fused head plu
 `loss.unimodal_weight` times those of the unimodal heads, as in the RedReg code) and optimizer;
 only the gradient transformation placed before the optimizer differs.
 
-The `run` section may change when a run is resumed; every other field must match.
+The schema is the one of every experiment (`redundax.train.config_schema`): `data.name`,
+`data.data_dir`, `data.batch_size`, `train.epochs`, `optim.*` (`redundax.train.optim.build`),
+`eval.*`, `checkpoint.*`; an old field name (`num_epochs`, `data.dir`, ...) is an error naming
+its successor. The `run` section may change when a run is resumed; every other field must match.
 """
 
 from __future__ import annotations
@@ -47,9 +50,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data = ml_collections.ConfigDict()
     c.data.name = "digits_two_view"
     c.data.variant = config_dict.placeholder(str)  # cremad: "1fps" (default) or "3fps"
-    c.data.dir = config_dict.placeholder(str)  # None: $REDUNDAX_DATA_DIR or ~/tensorflow_datasets
-    c.data.batch_size = 64
-    c.data.eval_batch_size = 360
+    c.data.data_dir = config_dict.placeholder(
+        str
+    )  # None: $REDUNDAX_DATA_DIR, ~/tensorflow_datasets
+    c.data.batch_size = 64  # global, over all processes and devices
     c.data.augment = True  # digits: re-drawn occluded view; frames: random resized crop + flip
 
     c.model = ml_collections.ConfigDict()
@@ -57,13 +61,22 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.hidden = 64
     c.model.features = 32
 
-    c.num_epochs = 30
+    c.train = ml_collections.ConfigDict()
+    c.train.epochs = 30
+
+    # `redundax.train.optim.build`: L2 weight decay added to the gradient, then SGD with momentum
+    # (PyTorch order); the rate is multiplied by decay_factor at each of boundary_epochs.
     c.optim = ml_collections.ConfigDict()
+    c.optim.name = "sgd"
     c.optim.lr = 0.05
     c.optim.momentum = 0.9
     c.optim.weight_decay = 1e-4
-    c.optim.decay_epoch = 20  # step decay of the learning rate
+    c.optim.schedule = "piecewise"
+    c.optim.boundary_epochs = (20,)
     c.optim.decay_factor = 0.1
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.batch_size = 360  # global
 
     c.loss = ml_collections.ConfigDict()
     c.loss.unimodal_weight = 1.0
@@ -95,9 +108,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.ogm_ge.noise = True
     c.ogm_ge.min_ndim = 1
 
+    c.checkpoint = ml_collections.ConfigDict()
+    c.checkpoint.every_epochs = 10
+
     c.run = ml_collections.ConfigDict()
     c.run.log_every = 5  # steps; the timeline figures show means over these windows
-    c.run.checkpoint_every_epochs = 10
     c.run.progress = config_dict.placeholder(bool)
 
     if arg is None or arg == "":
@@ -105,24 +120,24 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if arg == "smoke":
         c.seeds = (0,)
         c.methods = "joint,ogm_ge,redreg,redreg_scale"  # every transform code path
-        c.num_epochs = 2
-        c.optim.decay_epoch = 1
+        c.train.epochs = 2
+        c.optim.boundary_epochs = (1,)
         c.run.log_every = 2
-        c.run.checkpoint_every_epochs = 1
+        c.checkpoint.every_epochs = 1
         return c
     if arg in ("cremad", "kinetics_sounds"):
         c.seeds = (0,)
         c.data.name = arg
         c.data.augment = True
-        c.data.eval_batch_size = 64
+        c.eval.batch_size = 64
         c.model.kind = "resnet18"
-        c.num_epochs = 80
+        c.train.epochs = 80
         c.optim.lr = 2e-3
-        c.optim.decay_epoch = 40
+        c.optim.boundary_epochs = (40,)
         c.modality_dropout.enabled = True
         c.ogm_ge.alpha = 0.8 if arg == "cremad" else 0.1
         c.run.log_every = 10
-        c.run.checkpoint_every_epochs = 1
+        c.checkpoint.every_epochs = 1
         return c
     raise ValueError(
         f"Unknown preset {arg!r} for configs/multimodal.py; choose one of: (none), smoke, "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import wave
 
@@ -11,8 +12,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from configs.multimodal import get_config
+from experiments import multimodal as exp
 from redundax.data import multimodal as mm
 from redundax.models import fusion
+from redundax.multimodal import parse_methods
 
 
 @pytest.fixture(scope="module")
@@ -251,16 +255,11 @@ def test_resnet18_encoder_size_and_frame_pooling():
 
 @pytest.mark.slow
 def test_smoke_experiment_writes_every_output(tmp_path, data_dir):
-    import json
-
-    from configs.multimodal import get_config
-    from experiments import multimodal as exp
-
     config = get_config("smoke")
-    config.data.dir = str(data_dir)
+    config.data.data_dir = str(data_dir)
     config.run.progress = False
     out = exp.run(config, tmp_path)
-    methods = exp.parse_methods(config.methods)
+    methods = parse_methods(config.methods)
     assert list(out["table"]) == list(methods)
     for row in out["table"].values():
         for mean, std in row.values():

@@ -1,5 +1,8 @@
 """Datasets (TFDS builders writing array_record, no TensorFlow) and grain input pipelines.
 
+One registry (`get_source`, `dataset_info`, `load_arrays`, `known_datasets`) serves the image
+sets and the multimodal sets of `redundax.data.multimodal`; `data.name` selects either.
+
 >>> source = get_source("sklearn_digits", "train")
 >>> it = make_iterator(source, global_batch_size=64, seed=0, augment=True)
 >>> batch = next(it)  # {"image": float32 (64, 8, 8, 1) standardised, "label": int32 (64,)}
@@ -20,6 +23,7 @@ from redundax.data.registry import (
     builder,
     dataset_info,
     get_source,
+    is_multimodal,
     known_datasets,
     load_arrays,
     resolve_data_dir,
@@ -34,6 +38,7 @@ __all__ = [
     "builder",
     "dataset_info",
     "get_source",
+    "is_multimodal",
     "known_datasets",
     "load_arrays",
     "make_dataset",

@@ -65,9 +65,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from redundax.data import digits as digits_lib
-from redundax.data.builder_base import ArrayRecordBuilder
+from redundax.data.builder_base import ArrayRecordBuilder, file_lock, resolve_data_dir
 from redundax.data.pipeline import resolve_shard, steps_per_epoch
-from redundax.data.registry import file_lock, resolve_data_dir
 
 # ---------------------------------------------------------------------------------------------
 # Specs

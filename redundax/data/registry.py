@@ -1,5 +1,10 @@
 """Datasets by name: prepare the TFDS builder on first use, read it back as NumPy.
 
+One registry for every dataset: the image sets (``sklearn_digits``, ``cifar10``, ``cifar100``)
+and the multimodal sets of ``redundax.data.multimodal`` (``digits_two_view``, ``cremad``,
+``kinetics_sounds``), whose sources hold one array per modality and whose ``dataset_info`` is a
+``MultimodalSpec``; ``config`` picks a builder config of those (CREMA-D's ``"1fps"``/``"3fps"``).
+
 ``get_source(name, split)`` prepares the array_record files under the data directory (once;
 concurrent processes wait on a file lock) and returns a random-access source of NumPy dicts
 read through TFDS's array_record data source. ``dataset_info(name)`` gives the constants the
@@ -8,19 +13,17 @@ pipeline needs; ``load_arrays`` reads a whole split for evaluation and probes.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import pathlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
 
-from redundax.data import cifar, digits
+from redundax.data import cifar, digits, multimodal
+from redundax.data.builder_base import DATA_DIR_ENV as DATA_DIR_ENV
+from redundax.data.builder_base import file_lock, resolve_data_dir
 from redundax.data.pipeline import DatasetSpec, standardise
-
-DATA_DIR_ENV = "REDUNDAX_DATA_DIR"
 
 _BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
     "sklearn_digits": digits.SklearnDigits,
@@ -75,7 +78,12 @@ _SPECS: dict[str, DatasetSpec] = {
 
 def known_datasets() -> tuple[str, ...]:
     """Names accepted by :func:`get_source`, :func:`dataset_info` and :func:`load_arrays`."""
-    return tuple(_BUILDERS)
+    return (*_BUILDERS, *multimodal.known_datasets())
+
+
+def is_multimodal(name: str) -> bool:
+    """Whether ``name`` is one of the multimodal datasets (``redundax.data.multimodal``)."""
+    return name in multimodal.known_datasets()
 
 
 def _check_name(name: str) -> str:
@@ -101,49 +109,24 @@ def _check_split(name: str, split: str) -> str:
     return split
 
 
-def dataset_info(name: str) -> DatasetSpec:
-    """Image shape, class count, per-channel mean/std (stored pixel units) and augmentation."""
+def dataset_info(name: str, config: str | None = None) -> DatasetSpec | multimodal.MultimodalSpec:
+    """Image shape, class count, per-channel mean/std (stored pixel units) and augmentation; a
+    ``MultimodalSpec`` for a multimodal dataset."""
+    if is_multimodal(name):
+        return multimodal.dataset_info(name, config)
     return _SPECS[_check_name(name)]
 
 
-def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> pathlib.Path:
-    """``data_dir``, else ``$REDUNDAX_DATA_DIR``, else ``~/tensorflow_datasets``."""
-    chosen = data_dir or os.environ.get(DATA_DIR_ENV) or "~/tensorflow_datasets"
-    return pathlib.Path(chosen).expanduser()
-
-
-@contextlib.contextmanager
-def file_lock(
-    path: pathlib.Path, *, blocking: bool = True, record_pid: bool = False
-) -> Iterator[None]:
-    """An exclusive POSIX `flock` on `path` while the block runs.
-
-    The kernel drops the lock when its process dies (even on SIGKILL), so a stale lock file of a
-    dead process is simply taken over. `blocking=False` raises `BlockingIOError` at once when
-    another process holds it; `record_pid` writes this process's id into the file (for messages).
-    """
-    try:
-        import fcntl
-    except ImportError:  # no POSIX locks: nothing is guarded
-        yield
-        return
-    with open(path, "a+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        try:
-            if record_pid:
-                f.seek(0)
-                f.truncate()
-                f.write(f"{os.getpid()}\n")
-                f.flush()
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def builder(
-    name: str, data_dir: str | os.PathLike | None = None, *, download: bool = True
+    name: str,
+    data_dir: str | os.PathLike | None = None,
+    *,
+    download: bool = True,
+    config: str | None = None,
 ) -> tfds.core.DatasetBuilder:
     """The array_record TFDS builder of ``name``, prepared (once) under ``data_dir``."""
+    if is_multimodal(name):
+        return multimodal.builder(name, data_dir, config)
     cls = _BUILDERS[_check_name(name)]
     root = resolve_data_dir(data_dir)
     kwargs: dict[str, Any] = {"data_dir": os.fspath(root), "file_format": "array_record"}
@@ -192,24 +175,36 @@ class DataSource:
 
 
 def get_source(
-    name: str, split: str, data_dir: str | os.PathLike | None = None, *, download: bool = True
-) -> DataSource:
-    """A random-access source of ``{"image": uint8 (H, W, C), "label": int64 ()}`` dicts.
+    name: str,
+    split: str,
+    data_dir: str | os.PathLike | None = None,
+    *,
+    download: bool = True,
+    config: str | None = None,
+) -> DataSource | multimodal.MultimodalSource:
+    """A random-access source of ``{"image": uint8 (H, W, C), "label": int64 ()}`` dicts (of
+    ``{modality: array, ..., "label"}`` dicts for a multimodal dataset).
 
     Prepares the dataset under ``data_dir`` on first use (``$REDUNDAX_DATA_DIR`` or
     ``~/tensorflow_datasets`` by default). CIFAR archives are read from
-    ``<data_dir>/downloads/manual/`` and downloaded there if absent and ``download``.
+    ``<data_dir>/downloads/manual/`` and downloaded there if absent and ``download``; the
+    CREMA-D / Kinetics-Sounds files must be there already (else a ``FileNotFoundError`` shows
+    the layout expected).
     """
+    if is_multimodal(name):
+        return multimodal.get_source(name, split, data_dir, config)
     _check_split(_check_name(name), split)
     b = builder(name, data_dir, download=download)
     return DataSource(b.as_data_source(split=split), name, split, _SPECS[name])
 
 
 def load_arrays(
-    name: str, split: str, data_dir: str | os.PathLike | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """A whole split in memory: standardised ``float32`` images ``(n, H, W, C)`` and
-    ``int32`` labels ``(n,)``."""
+    name: str, split: str, data_dir: str | os.PathLike | None = None, config: str | None = None
+) -> tuple[Any, np.ndarray]:
+    """A whole split in memory: standardised ``float32`` images ``(n, H, W, C)`` (a dict of
+    them per modality for a multimodal dataset) and ``int32`` labels ``(n,)``."""
+    if is_multimodal(name):
+        return multimodal.load_arrays(name, split, data_dir, config)
     source = get_source(name, split, data_dir)
     examples = source.__getitems__(range(len(source)))
     images = np.stack([x["image"] for x in examples])

@@ -15,6 +15,7 @@ axes. Information is in nats. See each module for the paper equations it impleme
 - `variational`: Fenchel-dual lower bound on R_f with a trained critic (uses Flax NNX and optax).
 - `bootstrap`: bootstrap, subsampling and jackknife intervals for any sample functional.
 - `sensitivity`: perturbation-sensitivity redundancy score of an encoder (RedReg).
+- `similarity`: cross-modal cosine similarity of paired features (RedReg's gate signal).
 """
 
 from redundax.functionals.attention import head_redundancy
@@ -77,6 +78,7 @@ from redundax.functionals.moments import (
     covariance,
 )
 from redundax.functionals.sensitivity import perturbation_sensitivity
+from redundax.functionals.similarity import cross_modal_similarity
 from redundax.functionals.spectral import (
     covariance_spectrum,
     effective_rank,
@@ -110,6 +112,7 @@ __all__ = [
     "cosine_entropy_rates",
     "covariance",
     "covariance_spectrum",
+    "cross_modal_similarity",
     "discrete_higher_order",
     "discrete_unit_contributions",
     "effective_rank",

@@ -10,6 +10,8 @@
 - `progress`: a tqdm bar on a terminal, log lines otherwise.
 - `cli`: `main(run_fn, default_config)`: config flags, workdir, `jax.distributed`.
 - `failures`: exit codes, preemption signals, divergence checks, the workdir lock.
+- `config_schema`: `check_fields(config, schema)`: old or misspelt config fields fail naming the
+  right one (`num_epochs` -> `train.epochs`, `data.dir` -> `data.data_dir`, ...).
 
 Import the submodules directly: `from redundax.train import mesh, state, step, loop`.
 """

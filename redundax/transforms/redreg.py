@@ -74,6 +74,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from redundax.functionals.similarity import cross_modal_similarity as cross_modal_similarity
 from redundax.transforms._labels import (
     Labels,
     check_per_modality,
@@ -125,44 +126,6 @@ def tau_linear(total_steps: int, start: float = 0.2, end: float = 0.5) -> optax.
     if not isinstance(total_steps, int) or total_steps < 1:
         raise ValueError(f"total_steps must be a positive int; got {total_steps!r}.")
     return optax.linear_schedule(start, end, transition_steps=max(total_steps - 1, 1))
-
-
-def cross_modal_similarity(features: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
-    """Each modality's mean cosine similarity to the other modalities, sample by sample.
-
-    ``features[m]`` has shape ``(n, d)`` (pooled features of the same ``n`` samples; every
-    modality the same ``d``). For modality ``m`` this is the mean over samples ``i`` and over
-    the other modalities ``j`` of ``cos(z_m[i], z_j[i])`` -- with two modalities, the paper's
-    ``sim(t)`` (mean diagonal of the cosine-similarity matrix of the L2-normalised features),
-    the same value for both.
-    """
-    names = sorted(features)
-    if len(names) < 2:
-        raise ValueError(f"features must hold at least two modalities; got {names}.")
-    shapes = {m: jnp.shape(features[m]) for m in names}
-    if len({s for s in shapes.values()}) != 1 or len(next(iter(shapes.values()))) != 2:
-        raise ValueError(
-            f"features must all have one shape (n, d) to be compared sample by sample; got "
-            f"{shapes}. Project them to a common width first."
-        )
-
-    def unit(z: jax.Array) -> jax.Array:
-        z = jnp.asarray(z, jnp.float32)
-        norm = jnp.linalg.norm(z, axis=-1, keepdims=True)
-        return z / jnp.maximum(norm, 1e-12)
-
-    units = {m: unit(features[m]) for m in names}
-    cos = {
-        (a, b): jnp.mean(jnp.sum(units[a] * units[b], axis=-1))
-        for a in names
-        for b in names
-        if a < b
-    }
-    out = {}
-    for m in names:
-        others = [cos[(min(m, j), max(m, j))] for j in names if j != m]
-        out[m] = sum(others) / len(others)
-    return out
 
 
 def _f32(x: jax.Array) -> jax.Array:
