@@ -43,6 +43,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.blocks = (1, 1, 1)
 
     c.optim = ml_collections.ConfigDict()
+    c.optim.name = "sgd"  # redundax.train.optim.build
+    c.optim.schedule = "cosine"  # warm-up (warmup_epochs) then cosine decay
     c.optim.lr = 0.1  # peak learning rate
     c.optim.momentum = 0.9
     c.optim.nesterov = True

@@ -25,7 +25,7 @@ from flax import nnx
 
 from redundax import data, monitor
 from redundax.models.resnet import ResNet
-from redundax.train import checkpoint, cli, loop, metrics, step
+from redundax.train import checkpoint, cli, loop, metrics, optim, step
 from redundax.train import mesh as mesh_lib
 from redundax.train import state as state_lib
 
@@ -54,7 +54,8 @@ def num_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -> int:
 def make_optimizer(
     config: ml_collections.ConfigDict, steps_per_epoch: int
 ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """SGD (momentum, L2 weight decay on the gradient) with warm-up and cosine decay.
+    """`config.optim` through the one optimizer builder (`redundax.train.optim.build`): SGD with
+    momentum, L2 weight decay on the gradient, warm-up and cosine decay.
 
     The schedule counts optimizer updates; with gradient accumulation an epoch has
     `steps_per_epoch / accumulate_steps` of them.
@@ -63,14 +64,7 @@ def make_optimizer(
     updates_per_epoch = max(1, steps_per_epoch // o.accumulate_steps)
     total = max(1, num_steps(config, steps_per_epoch) // o.accumulate_steps)
     warmup = min(o.warmup_epochs * updates_per_epoch, total - 1)
-    if warmup:
-        schedule = optax.warmup_cosine_decay_schedule(0.0, o.lr, warmup, decay_steps=total)
-    else:
-        schedule = optax.cosine_decay_schedule(o.lr, total)
-    tx = optax.chain(
-        optax.add_decayed_weights(o.weight_decay),
-        optax.sgd(schedule, momentum=o.momentum, nesterov=o.nesterov),
-    )
+    tx, schedule = optim.build({**o.to_dict(), "warmup_steps": warmup}, total)
     return step.accumulate(tx, o.accumulate_steps), schedule
 
 

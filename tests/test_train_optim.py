@@ -7,6 +7,8 @@ import numpy as np
 import optax
 import pytest
 
+from configs import classify as classify_config
+from experiments import classify
 from redundax.train import optim
 from redundax.transforms.masking import keep_pruned_zero
 
@@ -202,3 +204,20 @@ def test_mask_shape_mismatch_is_named():
     tx = keep_pruned_zero({"w": np.ones(3, bool)})
     with pytest.raises(ValueError, match="must match each parameter's shape"):
         tx.init({"w": jnp.zeros(4)})
+
+
+def test_classify_optimizer_is_its_former_hand_written_chain():
+    config = classify_config.get_config()
+    config.num_epochs = 3
+    tx, schedule = classify.make_optimizer(config, steps_per_epoch=4)
+    o, total, warmup = config.optim, 12, 4
+    reference = optax.chain(
+        optax.add_decayed_weights(o.weight_decay),
+        optax.sgd(
+            optax.warmup_cosine_decay_schedule(0.0, o.lr, warmup, decay_steps=total),
+            momentum=o.momentum,
+            nesterov=o.nesterov,
+        ),
+    )
+    _assert_same(_run(tx, steps=total), _run(reference, steps=total))
+    assert float(schedule(warmup)) == pytest.approx(o.lr)

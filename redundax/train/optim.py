@@ -56,7 +56,9 @@ DEFAULTS: dict[str, Any] = {
     "clip_norm": None,
 }
 # Fields that configure the step rather than the transform; the builder accepts and ignores them.
-STEP_FIELDS = frozenset({"accumulate_steps", "label_smoothing", "warmup_epochs", "epochs"})
+STEP_FIELDS = frozenset(
+    {"accumulate_steps", "label_smoothing", "warmup_epochs", "epochs", "skip_nonfinite"}
+)
 
 # Old or common spellings -> the section's field.
 ALIASES = {
