@@ -46,6 +46,7 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh
 
+from redundax.train import evaluate as evaluate_lib
 from redundax.train import failures
 from redundax.train import mesh as mesh_lib
 from redundax.train import step as step_lib
@@ -221,31 +222,14 @@ def evaluate(
     batch_size: int,
     mesh: Mesh,
 ) -> dict[str, float]:
-    """Means of `eval_step`'s metrics over all examples of `arrays` (module docstring)."""
-    if not arrays:
-        raise ValueError("evaluate needs at least one array in `arrays`.")
-    sizes = {len(v) for v in arrays.values()}
-    if len(sizes) != 1:
-        raise ValueError(f"all arrays need the same number of examples; got sizes {sizes}.")
-    n = sizes.pop()
-    if n == 0:
-        raise ValueError("evaluate got empty arrays (no examples).")
+    """Means of `eval_step`'s metrics over all examples of `arrays` (module docstring): the
+    arrays cut into this process's parts of fixed-size global batches, evaluated by
+    `redundax.train.evaluate.evaluate_batches`."""
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive int; got {batch_size!r}.")
-    devices, procs, p = mesh.size, jax.process_count(), jax.process_index()
-    b = -(-min(batch_size, n) // devices) * devices  # a multiple of the device count
-    local = b // procs
-    totals = None
-    for start in range(0, n, b):
-        m = min(b, n - start)
-        chunk = {}
-        for name, value in arrays.items():
-            v = np.asarray(value[start : start + m])
-            pad = np.zeros((b - m, *v.shape[1:]), v.dtype)
-            chunk[name] = np.concatenate([v, pad])[p * local : (p + 1) * local]
-        chunk["mask"] = (np.arange(b) < m)[p * local : (p + 1) * local]
-        sums = eval_step(state, mesh_lib.shard_batch(chunk, mesh))
-        totals = sums if totals is None else jax.tree.map(lambda a, c: a + c, totals, sums)
-    host = mesh_lib.to_host(totals)
-    count = float(host.pop("count"))
-    return {name: float(v) / count for name, v in host.items()}
+    if not arrays:
+        raise ValueError("evaluate needs at least one array in `arrays`.")
+    n = min(len(v) for v in arrays.values())
+    size = max(1, min(batch_size, n))
+    batches = evaluate_lib.array_batches(arrays, size, mesh)
+    return evaluate_lib.evaluate_batches(eval_step, state, batches, batch_size=size, mesh=mesh)
