@@ -24,6 +24,7 @@ from flax import nnx
 
 from redundax.prune import graph as graph_lib
 from redundax.prune.graph import ChannelGraph, apply_masks, effective_masks, get_path
+from redundax.train import optim
 
 # The paper's 10 channel sparsities (fraction of channels removed), App. C.
 SPARSITIES: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
@@ -419,8 +420,11 @@ def _train_step_fn(gdef, tx, loss_fn):
 
 @functools.lru_cache(maxsize=16)
 def sgd(lr: float, momentum: float, weight_decay: float) -> optax.GradientTransformation:
-    """PyTorch-style SGD (weight decay added to the gradient before momentum), cached by value."""
-    return optax.chain(optax.add_decayed_weights(weight_decay), optax.sgd(lr, momentum))
+    """PyTorch-style SGD (weight decay added to the gradient before momentum), cached by value;
+    built by the one optimizer builder (`redundax.train.optim`)."""
+    section = {"name": "sgd", "lr": lr, "momentum": momentum, "weight_decay": weight_decay,
+               "schedule": "constant"}
+    return optim.build(section, 1)[0]
 
 
 def finetune(

@@ -34,13 +34,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 
 from redundax import text as text_lib
 from redundax.functionals.entropy_rate import RedundancyAccumulator
 from redundax.models import hf_loader
 from redundax.models.bert import BertEncoder, SequenceClassifier, apply_hidden, mean_pool
+from redundax.train import optim
 
 CRITERIA = ("redundancy", "block_influence", "random", "knowledge_entropy", "last")
 PRUNING_FILE = "pruning.json"
@@ -338,14 +338,9 @@ def adamw_warmup_step(loss_fn, steps, learning_rate, weight_decay, warmup_fracti
     from redundax.train import step as step_lib
 
     warmup = max(1, int(warmup_fraction * steps))
-    schedule = optax.join_schedules(
-        [
-            optax.linear_schedule(0.0, learning_rate, warmup),
-            optax.linear_schedule(learning_rate, 0.0, max(steps - warmup, 1)),
-        ],
-        [warmup],
-    )
-    tx = optax.adamw(schedule, weight_decay=weight_decay)
+    section = {"name": "adamw", "lr": learning_rate, "weight_decay": weight_decay,
+               "schedule": "linear", "warmup_steps": warmup}
+    tx, schedule = optim.build(section, max(steps, 2))
     return tx, schedule, step_lib.make_train_step(loss_fn, tx, learning_rate=schedule)
 
 

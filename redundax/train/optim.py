@@ -194,7 +194,7 @@ def build(
                 b2=float(fields["b2"]),
                 eps=float(fields["eps"]),
                 weight_decay=wd if decoupled else 0.0,
-                mask=mask,
+                mask=None if fields["decay_mask"] == "all" else mask,
             )
         )
     if prune_mask is not None:
