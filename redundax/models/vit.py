@@ -4,7 +4,8 @@ The blocks follow the ViT of Dosovitskiy et al. (2021) as the masked autoencoder
 builds it (timm-style pre-norm blocks): ``x + Attn(LN(x))`` then ``x + MLP(LN(x))``, LayerNorm
 epsilon 1e-6, exact-erf GELU, a bias on the query/key/value projection, Xavier-uniform linear
 weights with zero biases; the GELU is PyTorch's ``nn.GELU()`` formula ``x/2 (1 + erf(x/sqrt 2))``.
-Patch embedding is a linear map of the flattened ``p x p x C`` patches, which equals the stride-``p`` convolution of the reference code (same fans, same initialisation).
+Patch embedding is a linear map of the flattened ``p x p x C`` patches, which equals the
+stride-``p`` convolution of the reference code (same fans, same initialisation).
 
 Position embeddings are the fixed 2-D sin-cos embeddings of MAE (He et al., 2022, Sec. 3, following
 Chen et al., 2021): the first half of the channels encodes the patch column, the second half the
