@@ -31,7 +31,15 @@ import jax.numpy as jnp
 from flax import nnx
 
 from redundax.functionals import spectral_redundancy
-from redundax.models.vit import Block, PatchEmbed, layer_norm, patchify, sincos_2d, xavier_uniform
+from redundax.models.vit import (
+    Block,
+    Linear,
+    PatchEmbed,
+    layer_norm,
+    patchify,
+    sincos_2d,
+    xavier_uniform,
+)
 
 Z_MODES = ("mean", "cls", "tokens")
 
@@ -193,7 +201,7 @@ class MAE(nnx.Module):
         self.blocks = nnx.List([Block(c.embed_dim, c.num_heads, c.mlp_ratio, dtype=dtype,
                                       rngs=rngs) for _ in range(c.depth)])
         self.norm = layer_norm(c.embed_dim, dtype=dtype, rngs=rngs)
-        self.decoder_embed = nnx.Linear(c.embed_dim, c.decoder_embed_dim,
+        self.decoder_embed = Linear(c.embed_dim, c.decoder_embed_dim,
                                         kernel_init=xavier_uniform, dtype=dtype, rngs=rngs)
         self.mask_token = nnx.Param(
             0.02 * jax.random.normal(rngs.params(), (1, 1, c.decoder_embed_dim))
@@ -203,7 +211,7 @@ class MAE(nnx.Module):
             for _ in range(c.decoder_depth)
         ])
         self.decoder_norm = layer_norm(c.decoder_embed_dim, dtype=dtype, rngs=rngs)
-        self.decoder_pred = nnx.Linear(c.decoder_embed_dim, c.patch_size**2 * c.in_channels,
+        self.decoder_pred = Linear(c.decoder_embed_dim, c.patch_size**2 * c.in_channels,
                                        kernel_init=xavier_uniform, dtype=dtype, rngs=rngs)
 
     def encode(
