@@ -10,7 +10,8 @@ as one jitted update with donated parameters and optimizer state:
 - `redreg(idle)+sgd`: the same with the co-information gate closed (``tau = 1`` above the
   similarity 0.9), so that nothing is suppressed: the cost of carrying RedReg along;
 - `redreg(per_modality)+sgd`: the same with one projection over each encoder;
-- `ogm_ge+sgd`: `ogm_ge` chained before it.
+- `ogm_ge+sgd`: `ogm_ge` chained before it (Box-Muller noise, the default);
+- `ogm_ge(inverse_cdf)+sgd`: the same with ``normal="inverse_cdf"`` (``jax.random.normal``).
 
 Ratios are against `sgd`. A second comparison times the suppression step alone -- for every
 tensor of the dominant encoder, ``g + beta (d - <d, g>/||g||² g)`` -- as the jitted `redreg`
@@ -47,7 +48,14 @@ SIGNALS = {
 }
 
 
-KINDS = ("sgd", "redreg+sgd", "redreg(idle)+sgd", "redreg(per_modality)+sgd", "ogm_ge+sgd")
+KINDS = (
+    "sgd",
+    "redreg+sgd",
+    "redreg(idle)+sgd",
+    "redreg(per_modality)+sgd",
+    "ogm_ge+sgd",
+    "ogm_ge(inverse_cdf)+sgd",
+)
 
 
 def param_tree(seed: int = 0, *, tiny: bool = False) -> dict:
@@ -82,6 +90,8 @@ def optimizer(kind: str) -> optax.GradientTransformation:
         return optax.chain(redreg(encoder_labels, tau=0.0, projection="per_modality"), *base)
     if kind == "ogm_ge+sgd":
         return optax.chain(ogm_ge(encoder_labels), *base)
+    if kind == "ogm_ge(inverse_cdf)+sgd":
+        return optax.chain(ogm_ge(encoder_labels, normal="inverse_cdf"), *base)
     raise ValueError(kind)
 
 

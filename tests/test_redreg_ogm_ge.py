@@ -11,9 +11,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import scipy.stats
 
 from redundax.transforms import discrepancy_coefficients, ogm_ge
-from redundax.transforms.prng import FUSED_THREEFRY, threefry2x32
+from redundax.transforms.prng import FUSED_THREEFRY, box_muller, normal, threefry2x32
 
 LABELS = {"a": "a", "v": "v", "head": None}
 
@@ -49,7 +50,7 @@ def test_plain_ogm_scales_only_the_stronger_modality():
     assert float(state.ratio["a"]) == pytest.approx(0.4, rel=1e-6)
 
 
-def _noise_draws(rng_impl: str, steps: int = 2):
+def _noise_draws(rng_impl: str, normal: str, steps: int = 2):
     """GE noise ``out - k g`` of ``steps`` updates on four encoder leaves: two of one modality
     with equal gradients and shapes (a shared key would make their noise equal), one of the
     other modality, and a matrix; each leaf's gradient has its own mean and spread."""
@@ -64,7 +65,7 @@ def _noise_draws(rng_impl: str, steps: int = 2):
         "head": jnp.asarray(rng.normal(size=(3,)), jnp.float32),
     }
     labels = {"a1": "a", "a2": "a", "v": "v", "vm": "v", "head": None}
-    tx = ogm_ge(labels, alpha=0.1, noise=True, seed=3, rng_impl=rng_impl)
+    tx = ogm_ge(labels, alpha=0.1, noise=True, seed=3, rng_impl=rng_impl, normal=normal)
     update = jax.jit(tx.update)
     state = tx.init(grads)
     scores = {"a": 0.8, "v": 0.4}
@@ -85,8 +86,11 @@ def _noise_draws(rng_impl: str, steps: int = 2):
     return grads, draws
 
 
-@pytest.mark.parametrize("rng_impl", ["fused_threefry", "rbg"])
-def test_generalisation_enhancement_noise_statistics(rng_impl):
+@pytest.mark.parametrize(
+    "rng_impl,normal",
+    [("fused_threefry", "box_muller"), ("rbg", "box_muller"), ("fused_threefry", "inverse_cdf")],
+)
+def test_generalisation_enhancement_noise_statistics(rng_impl, normal):
     """GE noise is N(0, std(g)^2) per leaf, fresh every step and independent across leaves.
 
     Tolerances are 4.5 standard errors of each statistic under that null (two-sided false-alarm
@@ -95,7 +99,7 @@ def test_generalisation_enhancement_noise_statistics(rng_impl):
     (0.35 % relative), a correlation coefficient of independent samples 1 / sqrt(n) (0.005),
     and the fraction within one sigma sqrt(p (1 - p) / n) with p = 0.6827 (0.0023).
     """
-    grads, draws = _noise_draws(rng_impl)
+    grads, draws = _noise_draws(rng_impl, normal)
     z = 4.5
     for step in draws:
         for name, noise in step.items():
@@ -145,13 +149,70 @@ def test_fused_threefry_draws_equal_jax_threefry():
         np.testing.assert_allclose(normal(fused), normal(ref), rtol=3e-7, atol=1e-7)
 
 
-def test_fused_threefry_ogm_ge_equals_threefry_ogm_ge():
+def _box_muller_reference(w0: np.ndarray, w1: np.ndarray) -> np.ndarray:
+    """Box-Muller in float64 with NumPy's cosine: ``u`` from the top 31 bits of ``w0``, the
+    angle ``q pi/2 + x`` from the top two bits of ``w1`` (``q``) and its next 24 (``x``)."""
+    u = ((w0 >> 1).astype(np.float64) + 0.5) * 2.0**-31
+    f = ((w1 >> 6) & 0xFFFFFF).astype(np.float64)
+    angle = (w1 >> 30) * (np.pi / 2) + (f * 2.0**-24 - 0.5 + 2.0**-25) * (np.pi / 2)
+    return np.sqrt(-2 * np.log(u)) * np.cos(angle)
+
+
+def test_box_muller_equals_float64_reference():
+    """The polynomial cosine and the word-to-uniform maps equal a float64 transcription with
+    NumPy's cosine, to float32 rounding: 1e-6 relative to the largest radius, 6.66, except
+    that float32 ``u`` lies on a 2^-24 grid just below 1, which puts radii under 0.01 on a grid
+    of sqrt(2^-23) = 3.5e-4. For Threefry keys element ``i`` uses the two words of
+    ``threefry2x32(key, (0, i))`` (JAX's primitive)."""
+
+    def close(got, want):
+        np.testing.assert_allclose(got, want, rtol=0, atol=3.5e-4)
+        far = np.abs(want) > 0.01  # |z| <= r
+        np.testing.assert_allclose(got[far], want[far], rtol=0, atol=1e-6 * 6.7)
+
+    rng = np.random.default_rng(5)
+    w = rng.integers(0, 2**32, size=(2, 100_000), dtype=np.uint32)
+    w[:, :4] = [[0, 1, 2**32 - 1, 2**31], [0, 2**30, 2**31 + 7, 2**32 - 1]]  # edge words
+    got = np.asarray(jax.jit(box_muller)(jnp.asarray(w[0]), jnp.asarray(w[1])), np.float64)
+    want = _box_muller_reference(w[0].astype(np.int64), w[1].astype(np.int64))
+    close(got, want)
+    for impl in (FUSED_THREEFRY, "threefry2x32"):
+        key = jax.random.fold_in(jax.random.key(9, impl=impl), 2)
+        k0, k1 = np.asarray(jax.random.key_data(key))
+        i = jnp.arange(3 * 5 * 7, dtype=jnp.uint32)
+        w0, w1 = jax.extend.random.threefry2x32_p.bind(
+            jnp.uint32(k0), jnp.uint32(k1), jnp.zeros_like(i), i
+        )
+        want = _box_muller_reference(np.asarray(w0, np.int64), np.asarray(w1, np.int64))
+        got = jax.jit(lambda k: normal(k, (3, 5, 7)))(key)
+        assert got.shape == (3, 5, 7) and got.dtype == jnp.float32
+        close(np.asarray(got, np.float64).ravel(), want)
+
+
+@pytest.mark.parametrize("impl", [FUSED_THREEFRY, "rbg"])
+def test_box_muller_matches_the_standard_normal_cdf(impl):
+    """2^20 draws: the Kolmogorov-Smirnov statistic against Phi is below its 0.001-level
+    critical value, and the shares beyond 2, 3 and 4 standard deviations are within 4.5
+    standard errors sqrt(p (1 - p) / n) of 2 (1 - Phi(t)) (two-sided false alarm about 7e-6
+    each)."""
+    n = 2**20
+    z = np.asarray(normal(jax.random.key(11, impl=impl), (n,)), np.float64)
+    assert scipy.stats.kstest(z, "norm").statistic < scipy.stats.kstwo.ppf(0.999, n)
+    for t in (2.0, 3.0, 4.0):
+        p = 2 * scipy.stats.norm.sf(t)
+        share = np.mean(np.abs(z) > t)
+        assert abs(share - p) < 4.5 * math.sqrt(p * (1 - p) / n), t
+    assert np.all(np.isfinite(z)) and np.max(np.abs(z)) < 6.67  # u >= 2^-32
+
+
+@pytest.mark.parametrize("normal_kind", ["box_muller", "inverse_cdf"])
+def test_fused_threefry_ogm_ge_equals_threefry_ogm_ge(normal_kind):
     """The default key implementation changes the speed, not the draws."""
     rng = np.random.default_rng(3)
     params = _params(rng, n=50)
     outs = {}
     for impl in ("fused_threefry", "threefry2x32"):
-        tx = ogm_ge(LABELS, seed=4, rng_impl=impl)
+        tx = ogm_ge(LABELS, seed=4, rng_impl=impl, normal=normal_kind)
         state, seq = tx.init(params), []
         for _ in range(2):
             u, state = jax.jit(tx.update)(params, state, params, scores={"a": 0.7, "v": 0.2})
@@ -209,6 +270,8 @@ def test_bad_arguments():
         ogm_ge(LABELS, start_step=5, end_step=2)
     with pytest.raises(ValueError, match="rng_impl"):
         ogm_ge(LABELS, rng_impl="mersenne")
+    with pytest.raises(ValueError, match="normal"):
+        ogm_ge(LABELS, normal="ziggurat")
     tx = ogm_ge(LABELS)
     with pytest.raises(ValueError, match="scores"):
         tx.update(params, tx.init(params), params)

@@ -14,8 +14,10 @@ Generalisation enhancement (Sec. 3.3) then adds zero-mean Gaussian noise whose s
 deviation is that of the (unscaled) gradient tensor, ``g <- k_u g + N(0, std(g)^2)``, to every
 encoder leaf, as in the authors' code (standard deviation with Bessel's correction, plus 1e-8).
 Each leaf's noise is drawn with its own key (the step's key folded with the leaf's index),
-by default from :data:`redundax.transforms.prng.FUSED_THREEFRY`: JAX's threefry draws, written
-as arithmetic that XLA fuses into the noisy update (compiling it takes longer than JAX's loop).
+by default from Threefry-2x32 bits (:data:`redundax.transforms.prng.FUSED_THREEFRY`, written as
+arithmetic that XLA fuses into the noisy update) mapped to normals by the Box-Muller transform
+(:func:`redundax.transforms.prng.normal`), a third cheaper on CPU than ``jax.random.normal``'s
+``erf_inv`` of the same bits; ``normal="inverse_cdf"`` draws ``jax.random.normal`` as before.
 Modulation runs for ``start_step <= t <= end_step`` (the code counts epochs, 0 to 50 by
 default).
 
@@ -40,6 +42,7 @@ import optax
 
 from redundax.transforms._labels import Labels, check_per_modality, flat_labels, modality_names
 from redundax.transforms.prng import FUSED_THREEFRY
+from redundax.transforms.prng import normal as box_muller_normal
 
 PyTree = Any
 
@@ -50,6 +53,7 @@ RNG_IMPLS = {
     "rbg": "rbg",
     "unsafe_rbg": "unsafe_rbg",
 }
+NORMALS = {"box_muller": box_muller_normal, "inverse_cdf": jax.random.normal}
 
 
 class OgmGeState(NamedTuple):
@@ -91,6 +95,7 @@ def ogm_ge(
     seed: int = 0,
     min_ndim: int = 1,
     rng_impl: str = "fused_threefry",
+    normal: str = "box_muller",
 ) -> optax.GradientTransformationExtraArgs:
     """Scale each modality's encoder gradients by ``k_u`` and add gradient-matched noise.
 
@@ -114,6 +119,10 @@ def ogm_ge(
         with the bits written as elementwise arithmetic that XLA fuses into the update,
         :mod:`redundax.transforms.prng`), ``"threefry2x32"``, ``"rbg"`` or ``"unsafe_rbg"``
         (XLA's ``RngBitGenerator``: fast on GPU and TPU, slow on CPU).
+      normal: how the bits become Gaussian noise: ``"box_muller"`` (default;
+        :func:`redundax.transforms.prng.normal`, one Threefry call per normal for Threefry
+        keys) or ``"inverse_cdf"`` (``jax.random.normal``, the ``erf_inv`` of a uniform: the
+        draws of earlier versions, which used it with ``rng_impl="fused_threefry"``).
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` with state :class:`OgmGeState`.
@@ -128,7 +137,10 @@ def ogm_ge(
         raise ValueError(f"end_step ({end_step}) must be >= start_step ({start_step}) or None.")
     if rng_impl not in RNG_IMPLS:
         raise ValueError(f"rng_impl must be one of {tuple(RNG_IMPLS)}; got {rng_impl!r}.")
+    if normal not in NORMALS:
+        raise ValueError(f"normal must be one of {tuple(NORMALS)}; got {normal!r}.")
     impl = RNG_IMPLS[rng_impl]
+    draw = NORMALS[normal]
 
     def init_fn(params: PyTree) -> OgmGeState:
         names = modality_names(flat_labels(param_labels, params))
@@ -176,7 +188,7 @@ def ogm_ge(
             if noise:
                 ddof = 1 if g32.size > 1 else 0
                 std = jnp.std(g32, ddof=ddof) + 1e-8
-                new = new + std * jax.random.normal(jax.random.fold_in(step_key, i), g32.shape)
+                new = new + std * draw(jax.random.fold_in(step_key, i), g32.shape)
             out.append(jnp.where(active, new.astype(g.dtype), g))
 
         new_state = OgmGeState(
