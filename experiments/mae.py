@@ -566,6 +566,10 @@ def run(config: ConfigDict, workdir: str) -> dict:
                 record["val/effective_rank"],
             )
 
+    def on_start(members: Sequence[sweep.Member], step: int) -> None:
+        # a resumed (or restarted) group rewrites its members' records after `step`: drop them
+        writer.drop_after(step, tuple(f"{m.tag}/" for m in members))
+
     try:
         results, rounds = train_rounds(
             program,
@@ -579,6 +583,7 @@ def run(config: ConfigDict, workdir: str) -> dict:
             schedule=schedule,
             place_batch=place_batch,
             on_eval=on_eval,
+            on_start=on_start,
         )
     finally:
         writer.close()
