@@ -552,9 +552,8 @@ def run(config: ConfigDict, workdir: str) -> dict:
         writer.write(
             record["step"], {f"{member.tag}/{k}": v for k, v in record.items() if k != "step"}
         )
-        shown = not config.sweep.vectorize or (
-            member.seed == config.sweep.seeds[-1] and record["epoch"] % log_every == 0
-        )
+        # every member's record each epoch (sequential), else every quarter of training
+        shown = not config.sweep.vectorize or record["epoch"] % log_every == 0
         if record["step"] and shown:
             log.info(
                 "%s epoch %.1f: train recon %.4f, val recon %.4f, R_spec %.3f, r_eff %.2f",

@@ -505,7 +505,8 @@ def run_sweep(
     bar = SweepProgress(len(pending) * total_steps) if pending else None
     t0 = time.perf_counter()
     try:
-        for group in groups:
+        for i, group in enumerate(groups, 1):
+            log.info("sweep group %d/%d: %s", i, len(groups), ", ".join(m.tag for m in group))
             axis = MemberAxis(len(group), vectorize=vectorize, mesh=mesh)
             ckpt_dir = None
             if checkpoint_root is not None:
