@@ -40,6 +40,7 @@ from redundax.prune import graph as G
 from redundax.prune import latency as lat
 from redundax.train import cli
 from redundax.train import metrics as metrics_lib
+from redundax.train.progress import Progress, track
 
 ARCH_LABELS = {"resnet18": "ResNet-18", "vgg16": "VGG-16", "mobilenetv2": "MobileNetV2"}
 
@@ -81,10 +82,14 @@ def train_model(config, arch, model, train_source, n_train: int, seed: int, writ
                      optax.sgd(sched, config.train.momentum))
     it = data.make_iterator(train_source, global_batch_size=config.train.batch_size, seed=seed,
                             augment=config.train.augment)
-    model = pc.train_steps(
-        model, it, steps=total, tx=tx, log_every=config.train.log_every,
-        callback=lambda i, loss: writer.write(i, {f"{tag}/train_loss": loss}),
-    )
+
+    def callback(i: int, loss: float) -> None:
+        writer.write(i, {f"{tag}/train_loss": loss})
+        progress.update(i, {"loss": loss})
+
+    with Progress(total, desc=f"{tag} train") as progress:
+        model = pc.train_steps(model, it, steps=total, tx=tx, log_every=config.train.log_every,
+                               callback=callback)
     return model
 
 
@@ -177,7 +182,7 @@ def pruning_curves(config, model, graph, fm, scores, train, test, base_acc, seed
     steps = min(config.prune.finetune_batches,
                 config.prune.finetune_epochs * max(1, n_train // config.train.batch_size))
     curves = {}
-    for meth, sc in scores.items():
+    for meth, sc in track(scores.items(), desc=f"seed {seed} pruning curves"):
         masks = [pc.global_threshold_masks(graph, sc, s, min_keep=config.prune.min_keep)
                  for s in config.prune.sparsities]
         xs = [1.0 - fl.count_macs(fm, graph, m)["total"] / full for m in masks]
@@ -240,6 +245,7 @@ def run(config, workdir: pathlib.Path) -> dict:
         for seed in config.seeds:
             tag = f"{arch.name}/seed{seed}"
             clock = _PhaseClock(tag)
+            logging.info("%s: training, then metrics, alignment, lesions, scores, pruning", tag)
             model = build_model(arch, spec.num_classes, cin, seed)
             graph = G.channel_graph(model)
             model = train_model(config, arch, model, train_source, n_train, seed, writer, tag)

@@ -40,6 +40,7 @@ from redundax.prune import layers as pl
 from redundax.train import cli
 from redundax.train import metrics as metrics_lib
 from redundax.train import state as state_lib
+from redundax.train.progress import Progress, track
 
 DEFAULT_CONFIG = str(pathlib.Path(__file__).resolve().parent.parent / "configs" / "layers.py")
 
@@ -193,7 +194,7 @@ def run_sentences(config, workdir: pathlib.Path) -> dict[str, Any]:
     )
     stats = pl.collect_statistics(
         model,
-        calib_batches,
+        track(calib_batches, desc="layer scores"),
         pooling=config.scores.pooling,
         extra_poolings=tuple(config.scores.extra_poolings),
     )
@@ -204,7 +205,7 @@ def run_sentences(config, workdir: pathlib.Path) -> dict[str, Any]:
     # covariance spectra of the same hidden states, mean-pooled over tokens (redundax.monitor)
     spectra = monitor.measure(
         model,
-        calib_batches,
+        track(calib_batches, desc="covariance spectra"),
         where=r"embeddings|layers\.\d+",
         metrics=tuple(config.scores.monitor_metrics),
         reduce="mean",
@@ -230,11 +231,11 @@ def run_sentences(config, workdir: pathlib.Path) -> dict[str, Any]:
 
     single = []
     if config.prune.single_layer_ablation:
-        for i in range(num_layers):
+        for i in track(range(num_layers), desc="single-layer ablation"):
             single.append({"layer": i + 1, **evaluate((i,))})
 
     rows = []
-    for criterion in config.prune.criteria:
+    for criterion in track(config.prune.criteria, desc="pruning criteria"):
         seeds = config.prune.random_seeds if criterion == "random" else (None,)
         for k in config.prune.ks:
             for seed in seeds:
@@ -289,20 +290,24 @@ def run_sentences(config, workdir: pathlib.Path) -> dict[str, Any]:
                 if drop not in recovered_cache:
                     tag = f"recovery/{_layers_label(drop)}"
 
-                    def on_step(step, m, tag=tag):
-                        step_counter[0] += 1
-                        writer.write(step_counter[0], {f"{tag}/{k}": v for k, v in m.items()})
+                    with Progress(config.recovery.steps, desc=tag) as progress:
 
-                    recovered = pl.recover(
-                        pl.remove_layers(model, drop),
-                        pl.distillation_loss,
-                        _recovery_batches(tok, corpus, targets, config),
-                        steps=config.recovery.steps,
-                        learning_rate=config.recovery.learning_rate,
-                        weight_decay=config.recovery.weight_decay,
-                        seed=config.seed,
-                        on_step=on_step,
-                    )
+                        def on_step(step, m, tag=tag, progress=progress):
+                            step_counter[0] += 1
+                            writer.write(step_counter[0], {f"{tag}/{k}": v for k, v in m.items()})
+                            if step % max(progress.total // 10, 1) == 0 or step == progress.total:
+                                progress.update(step, m)
+
+                        recovered = pl.recover(
+                            pl.remove_layers(model, drop),
+                            pl.distillation_loss,
+                            _recovery_batches(tok, corpus, targets, config),
+                            steps=config.recovery.steps,
+                            learning_rate=config.recovery.learning_rate,
+                            weight_decay=config.recovery.weight_decay,
+                            seed=config.seed,
+                            on_step=on_step,
+                        )
                     recovered_cache[drop] = _evaluate(recovered, tok, corpus, refs, config)
                 row.update({f"{m}_recovered": v for m, v in recovered_cache[drop].items()})
 
@@ -629,14 +634,17 @@ def _finetune(
     state = state_lib.create(pl.detached_copy(model), tx, config.seed)
     rng = np.random.default_rng(config.seed)
     step = step0
-    for epoch in range(epochs):
-        for batch in _batches(train, g.batch_size, rng):
-            state, m = train_step(state, batch)
-            step += 1
-            if step % 50 == 0:
-                writer.write(step, {f"{tag}/{k}": float(v) for k, v in m.items()})
-        if on_epoch is not None:
-            on_epoch(epoch + 1, state.model())
+    with Progress(steps_per_epoch * epochs, desc=tag) as progress:
+        for epoch in range(epochs):
+            for batch in _batches(train, g.batch_size, rng):
+                state, m = train_step(state, batch)
+                step += 1
+                if step % 50 == 0:
+                    m = {k: float(v) for k, v in m.items()}
+                    writer.write(step, {f"{tag}/{k}": v for k, v in m.items()})
+                    progress.update(step - step0, m)
+            if on_epoch is not None:
+                on_epoch(epoch + 1, state.model())
     return state.model(), step
 
 

@@ -552,9 +552,8 @@ def run(config: ConfigDict, workdir: str) -> dict:
         writer.write(
             record["step"], {f"{member.tag}/{k}": v for k, v in record.items() if k != "step"}
         )
-        shown = not config.sweep.vectorize or (
-            member.seed == config.sweep.seeds[-1] and record["epoch"] % log_every == 0
-        )
+        # every member's record each epoch (sequential), else every quarter of training
+        shown = not config.sweep.vectorize or record["epoch"] % log_every == 0
         if record["step"] and shown:
             log.info(
                 "%s epoch %.1f: train recon %.4f, val recon %.4f, R_spec %.3f, r_eff %.2f",
@@ -565,6 +564,10 @@ def run(config: ConfigDict, workdir: str) -> dict:
                 record["val/spectral_redundancy"],
                 record["val/effective_rank"],
             )
+
+    def on_start(members: Sequence[sweep.Member], step: int) -> None:
+        # a resumed (or restarted) group rewrites its members' records after `step`: drop them
+        writer.drop_after(step, tuple(f"{m.tag}/" for m in members))
 
     try:
         results, rounds = train_rounds(
@@ -579,6 +582,7 @@ def run(config: ConfigDict, workdir: str) -> dict:
             schedule=schedule,
             place_batch=place_batch,
             on_eval=on_eval,
+            on_start=on_start,
         )
     finally:
         writer.close()

@@ -353,6 +353,7 @@ def train_group(
     checkpoint_dir: str | pathlib.Path | None = None,
     place_batch: Callable[[Any], Any] | None = None,
     on_eval: Callable[[Member, dict], None] | None = None,
+    on_start: Callable[[Sequence[Member], int], None] | None = None,
     bar: Any = None,
 ) -> tuple[Any, list[list[dict]]]:
     """Train one group of members for ``schedule.num_steps`` steps.
@@ -368,6 +369,9 @@ def train_group(
       place_batch: puts a host batch on devices (e.g. sharded over a data mesh); default
         ``axis.broadcast``.
       on_eval: called with (member, record) after every evaluation.
+      on_start: called with (members, step) before training: the step the group resumes from
+        (-1 when it starts afresh); records of these members written after that step by an
+        interrupted run are about to be written again, so a metric writer drops them.
       bar: a progress bar (``update(n)``), optional.
 
     Returns:
@@ -403,6 +407,8 @@ def train_group(
         start, count, histories = int(meta["step"]), int(meta["count"]), meta["histories"]
         iterator.set_state(meta["data_state"])
         log.info("Resumed %d member(s) at step %d from %s", len(members), start, checkpoint_dir)
+    if on_start is not None:
+        on_start(members, start if ckpt is not None and ckpt.latest() is not None else -1)
     if bar is not None and start:
         bar.update(start * len(members))
 
@@ -499,7 +505,8 @@ def run_sweep(
     bar = SweepProgress(len(pending) * total_steps) if pending else None
     t0 = time.perf_counter()
     try:
-        for group in groups:
+        for i, group in enumerate(groups, 1):
+            log.info("sweep group %d/%d: %s", i, len(groups), ", ".join(m.tag for m in group))
             axis = MemberAxis(len(group), vectorize=vectorize, mesh=mesh)
             ckpt_dir = None
             if checkpoint_root is not None:

@@ -80,7 +80,7 @@ def test_progress_logs_lines_without_a_terminal(caplog):
         p.update(3)  # no metrics: nothing logged
         p.update(5, {"loss": 0.123456, "acc": None})
     lines = [r.getMessage() for r in caplog.records if "step" in r.getMessage()]
-    assert lines == ["step 5/10 (50%): loss=0.1235 acc=nan"]
+    assert lines == ["train step 5/10 (50%): loss=0.1235 acc=nan"]
 
 
 def test_progress_bar_on_a_terminal(capsys):

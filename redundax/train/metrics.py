@@ -8,7 +8,8 @@ API:
   `enabled` defaults to `jax.process_index() == 0`, so in a multi-process run only process 0
   writes; the others' writers do nothing. With `resume_step` (a run resumed from a checkpoint
   at that step) lines and events of later steps, written before an interruption and about to
-  be recomputed, are dropped first, so every step appears once.
+  be recomputed, are dropped first, so every step appears once. `drop_after(step, prefixes)`
+  does the same for the records of some sweep members (metric names `<member tag>/...`).
   `write(step, metrics)`, `write_batch(step, fingerprint)` (to `batches.jsonl`, append-only:
   a record of the data order that resume tests compare), `flush()`, `close()`; a context
   manager.
@@ -133,11 +134,23 @@ def write_json(path: str | os.PathLike, obj: Any, *, indent: int | None = 2) -> 
     tmp.replace(path)
 
 
-def _truncate_after(path: pathlib.Path, step: int | None) -> None:
-    """Rewrite `path` without records after `step` (None: keep all) or a truncated last one."""
+def _truncate_after(
+    path: pathlib.Path, step: int | None, prefixes: tuple[str, ...] | None = None
+) -> None:
+    """Rewrite `path` without records after `step` (None: keep all) or a truncated last one.
+
+    With `prefixes`, only records whose metric names all start with one of them are dropped
+    (the records of some sweep members; `step=-1` drops all of theirs)."""
     if not path.exists():
         return
-    kept = [r for r in read_jsonl(path) if step is None or int(r["step"]) <= step]
+
+    def dropped(r: dict) -> bool:
+        if step is None or int(r["step"]) <= step:
+            return False
+        names = [k for k in r if k != "step"]
+        return prefixes is None or (bool(names) and all(k.startswith(prefixes) for k in names))
+
+    kept = [r for r in read_jsonl(path) if not dropped(r)]
     tmp = path.with_suffix(".tmp")
     tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
     tmp.replace(path)
@@ -185,6 +198,13 @@ class Writer:
 
             purge = None if resume_step is None else int(resume_step) + 1
             self._tb = SummaryWriter(str(self.workdir / TENSORBOARD_DIR), purge_step=purge)
+
+    def drop_after(self, step: int, prefixes: tuple[str, ...]) -> None:
+        """Drop the `metrics.jsonl` records after `step` whose metric names all start with one
+        of `prefixes` (`-1`: all of them): a sweep group resumed at `step` (or restarted from
+        scratch) writes them again. TensorBoard events are not rewritten."""
+        if self.enabled:
+            _truncate_after(self.path, int(step), tuple(prefixes))
 
     def write(self, step: int, metrics: Mapping[str, Any]) -> None:
         """One record `{"step": step, **metrics}` (scalars) to JSON lines and TensorBoard."""

@@ -4,9 +4,13 @@ API:
 
 - `Progress(total, *, initial=0, bar=None, enabled=None, desc="train")`: `bar` defaults to
   whether stdout is a terminal; `enabled` to `jax.process_index() == 0`.
-  `update(step, metrics=None)` moves the bar to `step` and shows `metrics` beside it; without
-  a bar, `update` with metrics logs one line `step 100/500 (20%): loss=0.312 ...` (call it at
-  the logging interval). `close()`; a context manager.
+  `update(step, metrics=None, *, log=False)` moves the bar to `step` and shows `metrics`
+  beside it; without a bar, `update` with metrics (or `log=True`) logs one line
+  `train step 100/500 (20%): loss=0.312 ...` (`desc` first; call it at the logging interval).
+  `close()`; a context manager.
+- `track(iterable, *, desc, total=None, log_every=None)`: yields the items of `iterable` with a
+  `Progress` of `desc` over them (the phase of an experiment that loops over batches, layers or
+  methods); without a bar, a log line every `log_every` items (default: a tenth) and at the end.
 - `format_metrics(metrics) -> str`: `name=value` pairs with 4 significant digits.
 
 While a bar is shown, log lines (absl's handler and the standard library's console handlers)
@@ -16,7 +20,7 @@ are written through `tqdm.write`, above the bar, so they do not garble it.
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import jax
@@ -59,7 +63,7 @@ class Progress:
         enabled: bool | None = None,
         desc: str = "train",
     ):
-        self.total, self.step = int(total), int(initial)
+        self.total, self.step, self.desc = int(total), int(initial), desc
         self.enabled = jax.process_index() == 0 if enabled is None else bool(enabled)
         use_bar = sys.stdout.isatty() if bar is None else bool(bar)
         self._bar = None
@@ -84,8 +88,11 @@ class Progress:
         handler.stream = stream
         self._redirect.__exit__(None, None, None)
 
-    def update(self, step: int, metrics: Mapping[str, Any] | None = None) -> None:
-        """Progress to `step`; show or log `metrics` when given."""
+    def update(
+        self, step: int, metrics: Mapping[str, Any] | None = None, *, log: bool = False
+    ) -> None:
+        """Progress to `step`; show or log `metrics` when given (without a bar, `log=True` logs
+        the step alone)."""
         step = int(step)
         if not self.enabled:
             return
@@ -93,9 +100,10 @@ class Progress:
             self._bar.update(step - self.step)
             if metrics:
                 self._bar.set_postfix_str(format_metrics(metrics), refresh=False)
-        elif metrics:
+        elif metrics or log:
             pct = 100.0 * step / max(self.total, 1)
-            logging.info("step %d/%d (%.0f%%): %s", step, self.total, pct, format_metrics(metrics))
+            shown = f": {format_metrics(metrics)}" if metrics else ""
+            logging.info("%s step %d/%d (%.0f%%)%s", self.desc, step, self.total, pct, shown)
         self.step = step
 
     def close(self) -> None:
@@ -109,3 +117,21 @@ class Progress:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def track(
+    iterable: Iterable[Any],
+    *,
+    desc: str,
+    total: int | None = None,
+    log_every: int | None = None,
+    bar: bool | None = None,
+) -> Iterator[Any]:
+    """The items of `iterable`, with progress over them (module docstring)."""
+    items = iterable if total is not None else list(iterable)
+    total = len(items) if total is None else int(total)
+    every = log_every or max(total // 10, 1)
+    with Progress(total, bar=bar, desc=desc) as progress:
+        for k, item in enumerate(items, 1):
+            yield item
+            progress.update(k, log=k % every == 0 or k == total)
