@@ -103,6 +103,7 @@ def gradient_transforms(
                 end_step=(g.end_epoch + 1) * steps_per_epoch - 1,
                 seed=seed,
                 min_ndim=g.min_ndim,
+                normal=g.normal,
             )
         ]
     if method in REDREG_VARIANTS:
