@@ -110,9 +110,14 @@ def reference(model, g, x, y, batch, m=10):
                 vals.append(g_mi(r2) - max(tmi[i], tmi[j]))
             syn[i] = np.mean(vals)
         inv = np.linalg.inv(corr + 1e-6 * np.eye(k))
-        out[u.name] = {"rx": rg.sum(1) / (k - 1), "task_mi": tmi, "red_t": red, "syn": syn,
-                       "e_full": np.clip(1 + 1e-6 - 1 / np.diag(inv), 0, 1),
-                       "ix": 0.5 * np.log1p(np.diag(cov) / np.median(np.diag(cov)))}
+        out[u.name] = {
+            "rx": rg.sum(1) / (k - 1),
+            "task_mi": tmi,
+            "red_t": red,
+            "syn": syn,
+            "e_full": np.clip(1 + 1e-6 - 1 / np.diag(inv), 0, 1),
+            "ix": 0.5 * np.log1p(np.diag(cov) / np.median(np.diag(cov))),
+        }
     return out, {"total_s": time.perf_counter() - t0}
 
 
@@ -138,28 +143,42 @@ def main():
     print(f"warm-up (compile + 2 batches): {warm:.1f} s", flush=True)
     per, timing = ours(model, g, x, y, args.batch_size)
     print(f"redundax: {timing}; peak RSS {rss_mib():.0f} MiB", flush=True)
-    result = {"device": f"{dev.platform}:{dev.device_kind}", "num_images": args.num_images,
-              "batch_size": args.batch_size, "layers": len(g.units), "warmup_s": warm,
-              "redundax": timing, "peak_rss_mib": rss_mib(), "device_peak_mib": device_peak_mib()}
+    result = {
+        "device": f"{dev.platform}:{dev.device_kind}",
+        "num_images": args.num_images,
+        "batch_size": args.batch_size,
+        "layers": len(g.units),
+        "warmup_s": warm,
+        "redundax": timing,
+        "peak_rss_mib": rss_mib(),
+        "device_peak_mib": device_peak_mib(),
+    }
     if not args.skip_reference:
         ref, rt = reference(model, g, x, y, args.batch_size)
         result["reference"] = rt
         result["ratio_reference_over_redundax"] = rt["total_s"] / timing["total_s"]
         result["max_abs_diff"] = {
             k: float(max(np.max(np.abs(np.asarray(per[u][k]) - ref[u][k])) for u in ref))
-            for k in ("ix", "rx", "task_mi", "red_t", "syn", "e_full")}
+            for k in ("ix", "rx", "task_mi", "red_t", "syn", "e_full")
+        }
     print(f"{'device':>24}: {result['device']}")
     print(f"{'images / layers':>24}: {args.num_images} / {len(g.units)}")
     print(f"{'warm-up (compile) s':>24}: {warm:.1f}")
     for k, v in timing.items():
         print(f"{'redundax ' + k:>24}: {v:.1f}")
     if "reference" in result:
-        print(f"{'numpy reference s':>24}: {result['reference']['total_s']:.1f}  "
-              f"(ratio {result['ratio_reference_over_redundax']:.2f}x)")
-        print(f"{'max |diff|':>24}: " + ", ".join(f"{k} {v:.1e}"
-                                                 for k, v in result["max_abs_diff"].items()))
-    print(f"{'peak RSS MiB':>24}: {result['peak_rss_mib']:.0f}; device peak MiB: "
-          f"{result['device_peak_mib']}")
+        print(
+            f"{'numpy reference s':>24}: {result['reference']['total_s']:.1f}  "
+            f"(ratio {result['ratio_reference_over_redundax']:.2f}x)"
+        )
+        print(
+            f"{'max |diff|':>24}: "
+            + ", ".join(f"{k} {v:.1e}" for k, v in result["max_abs_diff"].items())
+        )
+    print(
+        f"{'peak RSS MiB':>24}: {result['peak_rss_mib']:.0f}; device peak MiB: "
+        f"{result['device_peak_mib']}"
+    )
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))

@@ -84,8 +84,9 @@ def interleaved_medians(cases: dict, repeats: int, inner: int = 3) -> dict[str, 
 def jax_step_fn(graphdef, tx, penalty: bool):
     def step(params, opt_state, images, key):
         def loss_fn(p):
-            return objective(nnx.merge(graphdef, p), images, key, LAMBDA,
-                             mask_ratio=MASK_RATIO, penalty=penalty)[0]
+            return objective(
+                nnx.merge(graphdef, p), images, key, LAMBDA, mask_ratio=MASK_RATIO, penalty=penalty
+            )[0]
 
         loss, grads = jax.value_and_grad(loss_fn)(params)
         updates, opt_state = tx.update(grads, opt_state, params)
@@ -101,8 +102,9 @@ def jax_runner(cfg, batch: int, penalty: bool, members: int = 0):
     tx = optax.adamw(1e-4, b1=0.9, b2=0.95, weight_decay=0.05)
     opt_state = tx.init(params)
     step = jax_step_fn(graphdef, tx, penalty)
-    images = jax.random.normal(jax.random.key(1), (batch, cfg.image_size, cfg.image_size,
-                                                   cfg.in_channels))
+    images = jax.random.normal(
+        jax.random.key(1), (batch, cfg.image_size, cfg.image_size, cfg.in_channels)
+    )
     if members:
         params = jax.tree.map(lambda x: jnp.stack([x] * members), params)
         opt_state = jax.tree.map(lambda x: jnp.stack([x] * members), opt_state)
@@ -123,6 +125,7 @@ def jax_runner(cfg, batch: int, penalty: bool, members: int = 0):
 # ------------------------------------------------------------------------------------ torch side
 def _sincos_2d_numpy(dim: int, grid: int) -> np.ndarray:
     """2-D sin-cos positions laid out as in the MAE reference code (first half: column)."""
+
     def one_d(d, pos):
         omega = 1.0 / 10000 ** (np.arange(d // 2, dtype=np.float64) / (d / 2.0))
         out = np.einsum("m,d->md", pos.reshape(-1), omega)
@@ -171,17 +174,20 @@ def build_torch_mae(cfg):
             self.patch_embed = nn.Conv2d(c.in_channels, d, p, stride=p)
             self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
             zero = np.zeros((1, d), np.float32)
-            self.register_buffer("pos", torch.from_numpy(
-                np.concatenate([zero, _sincos_2d_numpy(d, c.grid)])[None]))
+            self.register_buffer(
+                "pos", torch.from_numpy(np.concatenate([zero, _sincos_2d_numpy(d, c.grid)])[None])
+            )
             self.blocks = nn.ModuleList(Block(d, c.num_heads, c.mlp_ratio) for _ in range(c.depth))
             self.norm = nn.LayerNorm(d, eps=1e-6)
             self.decoder_embed = nn.Linear(d, dd)
             self.mask_token = nn.Parameter(torch.zeros(1, 1, dd))
             zero = np.zeros((1, dd), np.float32)
-            self.register_buffer("dpos", torch.from_numpy(
-                np.concatenate([zero, _sincos_2d_numpy(dd, c.grid)])[None]))
+            self.register_buffer(
+                "dpos", torch.from_numpy(np.concatenate([zero, _sincos_2d_numpy(dd, c.grid)])[None])
+            )
             self.decoder_blocks = nn.ModuleList(
-                Block(dd, c.decoder_num_heads, c.mlp_ratio) for _ in range(c.decoder_depth))
+                Block(dd, c.decoder_num_heads, c.mlp_ratio) for _ in range(c.decoder_depth)
+            )
             self.decoder_norm = nn.LayerNorm(dd, eps=1e-6)
             self.decoder_pred = nn.Linear(dd, p * p * c.in_channels)
             for m in self.modules():
@@ -215,8 +221,9 @@ def build_torch_mae(cfg):
                 x = blk(x)
             latent = self.norm(x)
             y = self.decoder_embed(latent)
-            tokens = torch.cat([y[:, 1:], self.mask_token.expand(n, length + 1 - y.shape[1], -1)],
-                               dim=1)
+            tokens = torch.cat(
+                [y[:, 1:], self.mask_token.expand(n, length + 1 - y.shape[1], -1)], dim=1
+            )
             tokens = torch.gather(tokens, 1, ids_restore[..., None].expand(-1, -1, y.shape[2]))
             y = torch.cat([y[:, :1], tokens], dim=1) + self.dpos
             for blk in self.decoder_blocks:
@@ -254,8 +261,11 @@ def load_jax_weights(tmodel, params) -> None:
             value = value.transpose(3, 2, 0, 1)
         elif name.endswith(".kernel"):  # (in, out) -> (out, in)
             name, value = name.removesuffix(".kernel") + ".weight", value.T
-        name = (name.replace("patch_embed.proj.", "patch_embed.").replace(".mlp.", ".")
-                .replace(".scale", ".weight"))
+        name = (
+            name.replace("patch_embed.proj.", "patch_embed.")
+            .replace(".mlp.", ".")
+            .replace(".scale", ".weight")
+        )
         sd[name] = torch.from_numpy(np.ascontiguousarray(value))
     missing = set(dict(tmodel.named_parameters())) - set(sd)
     if missing:
@@ -268,16 +278,20 @@ def parity(cfg, batch: int) -> float:
     import torch
 
     model = MAE(cfg, rngs=nnx.Rngs(0))
-    images = jax.random.normal(jax.random.key(1), (batch, cfg.image_size, cfg.image_size,
-                                                   cfg.in_channels))
+    images = jax.random.normal(
+        jax.random.key(1), (batch, cfg.image_size, cfg.image_size, cfg.in_channels)
+    )
     key = jax.random.key(3)
     loss_jax = float(model(images, key, MASK_RATIO).loss)
     noise = np.array(jax.random.uniform(key, (batch, cfg.num_patches)))  # random_masking draw
     tmodel = build_torch_mae(cfg)
     load_jax_weights(tmodel, nnx.state(model))
     with torch.no_grad():
-        loss_t, _ = tmodel(torch.from_numpy(np.asarray(images).transpose(0, 3, 1, 2).copy()),
-                           MASK_RATIO, torch.from_numpy(noise))
+        loss_t, _ = tmodel(
+            torch.from_numpy(np.asarray(images).transpose(0, 3, 1, 2).copy()),
+            MASK_RATIO,
+            torch.from_numpy(noise),
+        )
     return abs(loss_jax - float(loss_t)) / abs(loss_jax)
 
 
@@ -324,9 +338,14 @@ def gpu_vit_base(batch: int, repeats: int) -> dict:
     seconds = _median_time(run, repeats)
     kind = jax.devices()[0].device_kind
     peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in kind), float("nan"))
-    return {"device": kind, "batch": batch, "seconds_per_step": seconds,
-            "images_per_s": batch / seconds, "flops_per_step": flops,
-            "mfu": flops / seconds / peak}
+    return {
+        "device": kind,
+        "batch": batch,
+        "seconds_per_step": seconds,
+        "images_per_s": batch / seconds,
+        "flops_per_step": flops,
+        "mfu": flops / seconds / peak,
+    }
 
 
 # ------------------------------------------------------------------------------------ main
@@ -336,8 +355,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--members", type=int, default=21)
-    ap.add_argument("--out", default=str(pathlib.Path(__file__).resolve().parent / "results"
-                                         / "mae_step.json"))
+    ap.add_argument(
+        "--out", default=str(pathlib.Path(__file__).resolve().parent / "results" / "mae_step.json")
+    )
     args = ap.parse_args()
     # Both frameworks use the CPUs this process may run on (restrict with `taskset -c 0 ...`).
     threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -348,47 +368,80 @@ def main() -> None:
         torch_version = torch.__version__
     except ImportError:
         torch_version = None
-        print("torch is not installed, so the PyTorch reference rows are missing. Install it in "
-              "a separate environment, e.g. on Python 3.11: `pip install torch==2.13.0` (a CPU "
-              "build) next to jax, flax and optax, and run this script there.", file=sys.stderr)
+        print(
+            "torch is not installed, so the PyTorch reference rows are missing. Install it in "
+            "a separate environment, e.g. on Python 3.11: `pip install torch==2.13.0` (a CPU "
+            "build) next to jax, flax and optax, and run this script there.",
+            file=sys.stderr,
+        )
 
-    report = {"backend": jax.default_backend(), "device": jax.devices()[0].device_kind,
-              "jax": jax.__version__, "torch": torch_version, "batch": args.batch,
-              "threads": threads, "repeats": args.repeats,
-              "mask_ratio": MASK_RATIO, "lambda": LAMBDA, "load_avg_before": os.getloadavg(),
-              "sizes": {}}
+    report = {
+        "backend": jax.default_backend(),
+        "device": jax.devices()[0].device_kind,
+        "jax": jax.__version__,
+        "torch": torch_version,
+        "batch": args.batch,
+        "threads": threads,
+        "repeats": args.repeats,
+        "mask_ratio": MASK_RATIO,
+        "lambda": LAMBDA,
+        "load_avg_before": os.getloadavg(),
+        "sizes": {},
+    }
     print(f"{'size':6} {'case':14} {'ms/step':>10} {'ratio':>28}")
     for size in args.sizes.split(","):
         cfg = mae_config(size)
         # Each framework's cases are interleaved among themselves, one framework after the other:
         # interleaving JAX and torch steps lets one's idle-spinning worker threads slow the other
         # (measured: torch's tiny step took 24.6 ms right after JAX steps, 10.4 ms alone).
-        groups = [{"jax": jax_runner(cfg, args.batch, False),
-                   "jax_penalty": jax_runner(cfg, args.batch, True)}]
+        groups = [
+            {
+                "jax": jax_runner(cfg, args.batch, False),
+                "jax_penalty": jax_runner(cfg, args.batch, True),
+            }
+        ]
         if size == "tiny" and args.members:
             groups[0]["sweep_vmap"] = jax_runner(cfg, args.batch, True, members=args.members)
         if torch_version is not None:
-            groups.append({"torch": torch_runner(cfg, args.batch, False),
-                           "torch_penalty": torch_runner(cfg, args.batch, True)})
-        med = {k: 1e3 * v for cases in groups
-               for k, v in interleaved_medians(cases, args.repeats).items()}
-        row: dict = {"jax_ms": med["jax"], "jax_penalty_ms": med["jax_penalty"],
-                     "penalty_overhead": med["jax_penalty"] / med["jax"]}
+            groups.append(
+                {
+                    "torch": torch_runner(cfg, args.batch, False),
+                    "torch_penalty": torch_runner(cfg, args.batch, True),
+                }
+            )
+        med = {
+            k: 1e3 * v
+            for cases in groups
+            for k, v in interleaved_medians(cases, args.repeats).items()
+        }
+        row: dict = {
+            "jax_ms": med["jax"],
+            "jax_penalty_ms": med["jax_penalty"],
+            "penalty_overhead": med["jax_penalty"] / med["jax"],
+        }
         print(f"{size:6} {'jax':14} {row['jax_ms']:10.2f}")
-        print(f"{size:6} {'jax+R_spec':14} {row['jax_penalty_ms']:10.2f} "
-              f"{'overhead x' + format(row['penalty_overhead'], '.2f'):>28}")
+        print(
+            f"{size:6} {'jax+R_spec':14} {row['jax_penalty_ms']:10.2f} "
+            f"{'overhead x' + format(row['penalty_overhead'], '.2f'):>28}"
+        )
         if torch_version is not None:
             row["parity_rel_loss_diff"] = parity(cfg, 8)
             row["torch_ms"], row["torch_penalty_ms"] = med["torch"], med["torch_penalty"]
             row["torch_penalty_overhead"] = med["torch_penalty"] / med["torch"]
             row["torch_over_jax"] = row["torch_ms"] / row["jax_ms"]
             row["torch_over_jax_penalty"] = row["torch_penalty_ms"] / row["jax_penalty_ms"]
-            print(f"{size:6} {'torch':14} {row['torch_ms']:10.2f} "
-                  f"{'torch/jax ' + format(row['torch_over_jax'], '.2f'):>28}")
-            print(f"{size:6} {'torch+R_spec':14} {row['torch_penalty_ms']:10.2f} "
-                  f"{'torch/jax ' + format(row['torch_over_jax_penalty'], '.2f'):>28}")
-            print(f"{size:6} {'parity':14} {'':10} "
-                  f"{'rel. loss diff ' + format(row['parity_rel_loss_diff'], '.1e'):>28}")
+            print(
+                f"{size:6} {'torch':14} {row['torch_ms']:10.2f} "
+                f"{'torch/jax ' + format(row['torch_over_jax'], '.2f'):>28}"
+            )
+            print(
+                f"{size:6} {'torch+R_spec':14} {row['torch_penalty_ms']:10.2f} "
+                f"{'torch/jax ' + format(row['torch_over_jax_penalty'], '.2f'):>28}"
+            )
+            print(
+                f"{size:6} {'parity':14} {'':10} "
+                f"{'rel. loss diff ' + format(row['parity_rel_loss_diff'], '.1e'):>28}"
+            )
         if "sweep_vmap" in med:
             m = args.members
             row["sweep_members"] = m
@@ -400,8 +453,10 @@ def main() -> None:
     if jax.default_backend() == "gpu":
         report["gpu_vit_base"] = gpu_vit_base(256, args.repeats)
         g = report["gpu_vit_base"]
-        print(f"ViT-Base MAE on {g['device']}: {g['images_per_s']:.0f} images/s, MFU "
-              f"{100 * g['mfu']:.1f}%")
+        print(
+            f"ViT-Base MAE on {g['device']}: {g['images_per_s']:.0f} images/s, MFU "
+            f"{100 * g['mfu']:.1f}%"
+        )
     report["load_avg_after"] = os.getloadavg()
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

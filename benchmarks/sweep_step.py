@@ -38,8 +38,10 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--members", default="1,3,7,21")
     ap.add_argument("--repeats", type=int, default=10)
-    ap.add_argument("--out", default=str(pathlib.Path(__file__).resolve().parent / "results"
-                                         / "sweep_step.json"))
+    ap.add_argument(
+        "--out",
+        default=str(pathlib.Path(__file__).resolve().parent / "results" / "sweep_step.json"),
+    )
     args = ap.parse_args()
     counts = [int(m) for m in args.members.split(",")]
     if not counts or min(counts) < 1:
@@ -54,13 +56,26 @@ def main() -> None:
     print(f"{'single':>8} {med['single']:10.2f} {med['single']:15.2f} {1.0:12.2f}")
     for m in counts:
         per = med[f"vmap_{m}"] / m
-        rows.append({"members": m, "ms_per_step": med[f"vmap_{m}"], "ms_per_member_step": per,
-                     "vmap_over_single": per / med["single"]})
+        rows.append(
+            {
+                "members": m,
+                "ms_per_step": med[f"vmap_{m}"],
+                "ms_per_member_step": per,
+                "vmap_over_single": per / med["single"],
+            }
+        )
         print(f"{m:8d} {med[f'vmap_{m}']:10.2f} {per:15.2f} {per / med['single']:12.2f}")
-    report = {"backend": jax.default_backend(), "device": jax.devices()[0].device_kind,
-              "jax": jax.__version__, "size": args.size, "batch": args.batch,
-              "repeats": args.repeats, "load_avg": os.getloadavg(),
-              "single_ms_per_step": med["single"], "rows": rows}
+    report = {
+        "backend": jax.default_backend(),
+        "device": jax.devices()[0].device_kind,
+        "jax": jax.__version__,
+        "size": args.size,
+        "batch": args.batch,
+        "repeats": args.repeats,
+        "load_avg": os.getloadavg(),
+        "single_ms_per_step": med["single"],
+        "rows": rows,
+    }
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))

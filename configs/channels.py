@@ -27,9 +27,19 @@ from __future__ import annotations
 from ml_collections import ConfigDict
 
 ALL_METHODS = (
-    "magnitude", "taylor", "random", "fpgm", "bn_scale", "act_rms",
-    "ix", "composite_ix", "local_rx", "local_compact",
-    "task_mi", "composite_pid", "pid_no_red",
+    "magnitude",
+    "taylor",
+    "random",
+    "fpgm",
+    "bn_scale",
+    "act_rms",
+    "ix",
+    "composite_ix",
+    "local_rx",
+    "local_compact",
+    "task_mi",
+    "composite_pid",
+    "pid_no_red",
 )
 SPARSITIES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 
@@ -110,8 +120,13 @@ def get_config(arg: str | None = None) -> ConfigDict:
         c.archs = [
             _arch("resnet18", 0.1, widths=(8, 16), blocks=(1, 1), width=1.0),
             _arch("vgg16", 0.05, width=1.0, cfg=(8, "M", 16, "M", 16)),
-            _arch("mobilenetv2", 0.05, width=0.5, last_channels=32,
-                  settings=((1, 8, 1, 1), (6, 16, 2, 2))),
+            _arch(
+                "mobilenetv2",
+                0.05,
+                width=0.5,
+                last_channels=32,
+                settings=((1, 8, 1, 1), (6, 16, 2, 2)),
+            ),
         ]
         c.seeds = (42,)
         c.train.epochs = 2
@@ -149,4 +164,6 @@ def get_config(arg: str | None = None) -> ConfigDict:
         c.prune.taylor_batches = 20
         c.latency.repeats = 20
         return c
-    raise ValueError(f"unknown preset {arg!r} for configs/channels.py; use default, smoke or cifar100.")
+    raise ValueError(
+        f"unknown preset {arg!r} for configs/channels.py; use default, smoke or cifar100."
+    )

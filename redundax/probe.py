@@ -111,6 +111,7 @@ def linear_probe(
     grad_fn = jax.grad(_loss)
 
     if batch_size is None:
+
         def step(carry, _):
             p, s = carry
             g = grad_fn(p, train_x, train_y, weight_decay)

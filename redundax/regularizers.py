@@ -56,14 +56,19 @@ def layer_shared_information(
 
 
 def decorrelation_penalty(
-    acts: Sequence[jax.Array], *, lam: float = 0.1, max_channels: int = 128,
+    acts: Sequence[jax.Array],
+    *,
+    lam: float = 0.1,
+    max_channels: int = 128,
     ref_channels: int = 64,
 ) -> jax.Array:
     """lambda * mean over layers of `layer_shared_information` (Appendix O)."""
     if not acts:
         raise ValueError("`acts` is empty; pass the conv outputs of at least one layer.")
-    vals = [layer_shared_information(a, max_channels=max_channels, ref_channels=ref_channels)
-            for a in acts]
+    vals = [
+        layer_shared_information(a, max_channels=max_channels, ref_channels=ref_channels)
+        for a in acts
+    ]
     return lam * jnp.mean(jnp.stack(vals))
 
 

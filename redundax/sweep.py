@@ -160,7 +160,9 @@ class MemberAxis:
         """Place data that every member reads (replicated over the member mesh)."""
         if self.mesh is None:
             return tree
-        return jax.device_put(tree, jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec()))
+        return jax.device_put(
+            tree, jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
+        )
 
     def take(self, tree: Any) -> list[Any]:
         """Per-member host values of an output, padding dropped."""
@@ -196,7 +198,9 @@ class ResultStore:
         try:
             result = json.loads(p.read_text())
         except json.JSONDecodeError as error:  # truncated or damaged: train the member again
-            log.warning("%s is not valid JSON (%s): dropped; the member is trained again.", p, error)
+            log.warning(
+                "%s is not valid JSON (%s): dropped; the member is trained again.", p, error
+            )
             return None
         if result.get("fingerprint") != self.fingerprint:
             raise ValueError(
@@ -242,7 +246,9 @@ class GroupCheckpoint:
         ocp = self._ocp
         self.manager.save(
             step,
-            args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
+            ),
             force=True,
         )
         self.manager.wait_until_finished()
@@ -414,8 +420,12 @@ def train_group(
 
     def save(step: int) -> None:
         if ckpt is not None:
-            meta = {"step": step, "count": count, "histories": histories,
-                    "data_state": iterator.get_state()}
+            meta = {
+                "step": step,
+                "count": count,
+                "histories": histories,
+                "data_state": iterator.get_state(),
+            }
             ckpt.save(step, carry, meta)
 
     t0 = time.perf_counter()
@@ -425,7 +435,9 @@ def train_group(
         for k, m in enumerate(members):
             if train:  # divergence: the per-member training means fetched here must be finite
                 failures.check_finite_metrics(
-                    step, train[k], where=f"sweep member {m.tag}",
+                    step,
+                    train[k],
+                    where=f"sweep member {m.tag}",
                     hint=f"Likely cause: the penalty strength ({m.name} = {m.value:g}) or the "
                     "learning rate is too large for this member; drop it from the grid or lower "
                     "the learning rate, in a new --workdir.",
@@ -495,8 +507,12 @@ def run_sweep(
     """
     pending = store.pending(members)
     if pending:
-        log.info("%d of %d member(s) to train (%s).", len(pending), len(members),
-                 "vectorised" if vectorize else "sequential")
+        log.info(
+            "%d of %d member(s) to train (%s).",
+            len(pending),
+            len(members),
+            "vectorised" if vectorize else "sequential",
+        )
     else:
         log.info("All %d member(s) already trained: the sweep is complete.", len(members))
     groups = [list(pending)] if vectorize else [[m] for m in pending]
@@ -510,8 +526,10 @@ def run_sweep(
             axis = MemberAxis(len(group), vectorize=vectorize, mesh=mesh)
             ckpt_dir = None
             if checkpoint_root is not None:
-                name = group[0].tag if len(group) == 1 else "group-" + fingerprint(
-                    [m.tag for m in group]
+                name = (
+                    group[0].tag
+                    if len(group) == 1
+                    else "group-" + fingerprint([m.tag for m in group])
                 )
                 ckpt_dir = pathlib.Path(checkpoint_root) / name
             g0 = time.perf_counter()
@@ -519,11 +537,23 @@ def run_sweep(
                 program, group, axis, checkpoint_dir=ckpt_dir, bar=bar, **group_kwargs
             )
             finals = program.finish(axis, state, group)
-            group_info = {"id": fingerprint([m.tag for m in group]), "size": len(group),
-                          "vectorize": vectorize, "seconds": time.perf_counter() - g0}
+            group_info = {
+                "id": fingerprint([m.tag for m in group]),
+                "size": len(group),
+                "vectorize": vectorize,
+                "seconds": time.perf_counter() - g0,
+            }
             for m, history, final in zip(group, histories, finals, strict=True):
-                store.save(m, {"value": m.value, "seed": m.seed, "history": history,
-                               "group": group_info, **final})
+                store.save(
+                    m,
+                    {
+                        "value": m.value,
+                        "seed": m.seed,
+                        "history": history,
+                        "group": group_info,
+                        **final,
+                    },
+                )
     finally:
         if bar is not None:
             bar.close()

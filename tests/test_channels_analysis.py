@@ -27,8 +27,9 @@ def setup():
 
 
 def brute(model, g, x, y):
-    logits, acts = conv_outputs(nnx.view(model, use_running_average=True), x,
-                                [u.conv for u in g.units])
+    logits, acts = conv_outputs(
+        nnx.view(model, use_running_average=True), x, [u.conv for u in g.units]
+    )
     logits = np.asarray(logits, np.float64)
     t = np.array([logits[i, y[i]] - np.max(np.delete(logits[i], y[i])) for i in range(len(y))])
     return t, {u.name: np.asarray(a, np.float64) for u, a in zip(g.units, acts, strict=True)}
@@ -40,11 +41,13 @@ def test_streamed_moments_match_numpy(setup):
     for u in g.units:
         a = acts[u.name]
         flat = a.reshape(-1, a.shape[-1])
-        np.testing.assert_allclose(stats[u.name].spatial.covariance(), np.cov(flat, rowvar=False),
-                                   rtol=2e-3, atol=1e-5)
+        np.testing.assert_allclose(
+            stats[u.name].spatial.covariance(), np.cov(flat, rowvar=False), rtol=2e-3, atol=1e-5
+        )
         pooled = np.column_stack([a.mean((1, 2)), t])
-        np.testing.assert_allclose(stats[u.name].pooled.correlation(),
-                                   np.corrcoef(pooled, rowvar=False), atol=2e-4)
+        np.testing.assert_allclose(
+            stats[u.name].pooled.correlation(), np.corrcoef(pooled, rowvar=False), atol=2e-4
+        )
 
 
 def test_layer_metrics_match_direct_functionals(setup):
@@ -56,12 +59,15 @@ def test_layer_metrics_match_direct_functionals(setup):
         flat, pooled = a.reshape(-1, a.shape[-1]), a.mean((1, 2))
         m = per[u.name]
         np.testing.assert_allclose(m["rx"], fch.peer_overlap(flat), rtol=2e-3, atol=1e-5)
-        np.testing.assert_allclose(m["task_mi"], fch.task_mutual_information(pooled, t),
-                                   rtol=2e-3, atol=1e-5)
-        np.testing.assert_allclose(m["red_t"], fch.mmi_redundancy(pooled, t, m=4), rtol=2e-3,
-                                   atol=1e-5)
-        np.testing.assert_allclose(m["syn"], fch.pairwise_synergy(pooled, t, m=4), rtol=5e-3,
-                                   atol=1e-4)
+        np.testing.assert_allclose(
+            m["task_mi"], fch.task_mutual_information(pooled, t), rtol=2e-3, atol=1e-5
+        )
+        np.testing.assert_allclose(
+            m["red_t"], fch.mmi_redundancy(pooled, t, m=4), rtol=2e-3, atol=1e-5
+        )
+        np.testing.assert_allclose(
+            m["syn"], fch.pairwise_synergy(pooled, t, m=4), rtol=5e-3, atol=1e-4
+        )
         hulls = fch.greedy_hulls(np.corrcoef(flat, rowvar=False), cap=5)
         np.testing.assert_allclose(m["e_full"], hulls.e_full, atol=2e-3)
         # I_X: eq. 1 through Sigma_X of the unfolded patches equals the output-variance route
@@ -71,8 +77,14 @@ def test_layer_metrics_match_direct_functionals(setup):
 
 
 def test_depthwise_patches_match_output_variance():
-    model = MobileNetV2(10, in_channels=1, width=0.5, last_channels=8,
-                        settings=((1, 8, 1, 1), (2, 8, 1, 2)), rngs=nnx.Rngs(1))
+    model = MobileNetV2(
+        10,
+        in_channels=1,
+        width=0.5,
+        last_channels=8,
+        settings=((1, 8, 1, 1), (2, 8, 1, 2)),
+        rngs=nnx.Rngs(1),
+    )
     g = G.channel_graph(model)
     x = np.random.default_rng(1).normal(size=(12, 8, 8, 1)).astype(np.float32)
     y = np.arange(12) % 10

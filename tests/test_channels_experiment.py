@@ -35,8 +35,9 @@ def test_smoke_preset_writes_results(tmp_path):
             for b in c.latency.batch_sizes:
                 ms = cur[f"latency_b{b}_ms"]
                 assert len(ms) == n and all(t > 0 for t in ms)
-                np.testing.assert_allclose(cur[f"latency_pruned_b{b}"],
-                                           1 - np.asarray(ms) / cur[f"latency_full_b{b}_ms"])
+                np.testing.assert_allclose(
+                    cur[f"latency_pruned_b{b}"], 1 - np.asarray(ms) / cur[f"latency_full_b{b}_ms"]
+                )
             assert set(la["auc_latency"]) == {f"b{b}" for b in c.latency.batch_sizes}
             for b in c.latency.batch_sizes:
                 # a mean retention over the common interval of latency saved, NaN when the
@@ -50,8 +51,13 @@ def test_smoke_preset_writes_results(tmp_path):
     assert "FLOPs-matched" in md and "Latency-verified pruning" in md
     idx = json.loads((tmp_path / "calibration_indices.json").read_text())
     assert len(idx["indices"]) == c.calib.size and idx["split"] == "train"
-    for f in ("two_axis_scatter.png", "pruning_curves.png", "lesion_summary.png",
-              "latency_vs_macs.png", "metrics.jsonl"):
+    for f in (
+        "two_axis_scatter.png",
+        "pruning_curves.png",
+        "lesion_summary.png",
+        "latency_vs_macs.png",
+        "metrics.jsonl",
+    ):
         assert (tmp_path / f).stat().st_size > 0
     assert any((tmp_path / "checkpoints").iterdir())
 
@@ -63,13 +69,23 @@ def test_latency_summary_against_hand_auc():
     c.latency.batch_sizes = (1,)
 
     def curve(flops_x, lat_x, ret):
-        return {"flops_pruned": flops_x, "retention": ret, "latency_pruned_b1": lat_x,
-                "latency_full_b1_ms": 2.0}
+        return {
+            "flops_pruned": flops_x,
+            "retention": ret,
+            "latency_pruned_b1": lat_x,
+            "latency_full_b1_ms": 2.0,
+        }
 
-    runs = [{"seed": 42, "auc": {"magnitude": 0.5, "ix": 0.7}, "curves": {
-        "magnitude": curve([0.2, 0.5, 0.8], [0.1, 0.3, 0.6], [1.0, 0.8, 0.2]),
-        "ix": curve([0.1, 0.4, 0.9], [-0.1, 0.2, 0.4], [1.0, 0.9, 0.5]),
-    }}]
+    runs = [
+        {
+            "seed": 42,
+            "auc": {"magnitude": 0.5, "ix": 0.7},
+            "curves": {
+                "magnitude": curve([0.2, 0.5, 0.8], [0.1, 0.3, 0.6], [1.0, 0.8, 0.2]),
+                "ix": curve([0.1, 0.4, 0.9], [-0.1, 0.2, 0.4], [1.0, 0.9, 0.5]),
+            },
+        }
+    ]
     out = exp.latency_summary(c, runs)
     # common latency interval [0.1, 0.4]; magnitude: trapezoids through (0.1, 1.0), (0.3, 0.8),
     # (0.4, 0.6); ix: trapezoids on its own breakpoints inside the interval

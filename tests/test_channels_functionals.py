@@ -181,19 +181,24 @@ def test_greedy_hulls_match_direct_greedy(pool):
         chosen = []
         size = cap
         for k in range(1, cap + 1):
-            best = max((j for j in peers if j not in chosen),
-                       key=lambda j: brute_explanation(corr, i, [*chosen, j]))
+            best = max(
+                (j for j in peers if j not in chosen),
+                key=lambda j: brute_explanation(corr, i, [*chosen, j]),
+            )
             chosen.append(best)
             if brute_explanation(corr, i, chosen) >= (1 - eps) * e_full:
                 size = k
                 break
         assert int(hulls.size[i]) == size, i
         np.testing.assert_array_equal(np.asarray(hulls.members[i, :size]), chosen[:size])
-        assert np.isclose(float(hulls.e_hull[i]), brute_explanation(corr, i, chosen[:size]),
-                          atol=1e-4)
+        assert np.isclose(
+            float(hulls.e_hull[i]), brute_explanation(corr, i, chosen[:size]), atol=1e-4
+        )
     np.testing.assert_allclose(
         ch.compact_hull_score(hulls.e_full, hulls.size),
-        np.asarray(hulls.e_full) / np.maximum(1, np.asarray(hulls.size)), rtol=1e-6)
+        np.asarray(hulls.e_full) / np.maximum(1, np.asarray(hulls.size)),
+        rtol=1e-6,
+    )
 
 
 def test_full_peer_explanation_is_regression_r2():
@@ -202,8 +207,9 @@ def test_full_peer_explanation_is_regression_r2():
     corr = np.corrcoef(y, rowvar=False)
     want = [r2_lstsq(np.delete(y, i, axis=1), y[:, i]) for i in range(6)]
     np.testing.assert_allclose(ch.full_peer_explanation(corr), want, atol=1e-4)
-    assert np.isclose(float(ch.peer_explanation(corr, 0, [1, 2])), r2_lstsq(y[:, [1, 2]], y[:, 0]),
-                      atol=1e-4)
+    assert np.isclose(
+        float(ch.peer_explanation(corr, 0, [1, 2])), r2_lstsq(y[:, [1, 2]], y[:, 0]), atol=1e-4
+    )
 
 
 def test_triplet_excess_brute_force():
@@ -247,8 +253,15 @@ def test_modularity_formula_and_greedy():
     labels = np.array([0, 0, 1, 1, 1, 2, 2])
     two_m = a.sum()
     k = a.sum(1)
-    q = sum(a[i, j] - k[i] * k[j] / two_m for i in range(7) for j in range(7)
-            if labels[i] == labels[j]) / two_m
+    q = (
+        sum(
+            a[i, j] - k[i] * k[j] / two_m
+            for i in range(7)
+            for j in range(7)
+            if labels[i] == labels[j]
+        )
+        / two_m
+    )
     assert np.isclose(ch.modularity(a, labels), q)
     # two 4-cliques joined by one weak edge: greedy finds them, and Q equals the brute-force optimum
     b = np.zeros((8, 8))

@@ -20,15 +20,20 @@ def test_penalty_is_mean_peer_overlap():
     np.testing.assert_allclose(got, rx.mean(), rtol=1e-5)
     # reference subset: mean of -1/2 log(1 - rho²) of channels 0, 1 against all five peers
     rho = np.corrcoef(y, rowvar=False)
-    want = np.mean([np.mean([-0.5 * np.log(1 - rho[i, j] ** 2) for j in range(6) if j != i])
-                    for i in range(2)])
+    want = np.mean(
+        [np.mean([-0.5 * np.log(1 - rho[i, j] ** 2) for j in range(6) if j != i]) for i in range(2)]
+    )
     np.testing.assert_allclose(reg.layer_shared_information(y, ref_channels=2), want, rtol=1e-5)
     # subsampling keeps every ceil(c / max_channels)-th channel
-    np.testing.assert_allclose(reg.layer_shared_information(y, max_channels=3),
-                               np.asarray(ch.peer_overlap(y[:, ::2])).mean(), rtol=1e-5)
+    np.testing.assert_allclose(
+        reg.layer_shared_information(y, max_channels=3),
+        np.asarray(ch.peer_overlap(y[:, ::2])).mean(),
+        rtol=1e-5,
+    )
     pen = reg.decorrelation_penalty([y, y[:, :4]], lam=0.5)
-    np.testing.assert_allclose(pen, 0.5 * (rx.mean() + np.asarray(ch.peer_overlap(y[:, :4])).mean())
-                               / 2, rtol=1e-5)
+    np.testing.assert_allclose(
+        pen, 0.5 * (rx.mean() + np.asarray(ch.peer_overlap(y[:, :4])).mean()) / 2, rtol=1e-5
+    )
 
 
 def test_penalty_trains_down_and_has_finite_gradients():
@@ -45,8 +50,11 @@ def test_penalty_trains_down_and_has_finite_gradients():
     tx = optax.sgd(0.05)
     opt = tx.init(params)
     first = float(loss(params))
-    step = jax.jit(lambda p, o: (lambda gr: (optax.apply_updates(p, tx.update(gr, o)[0]),
-                                             tx.update(gr, o)[1]))(jax.grad(loss)(p)))
+    step = jax.jit(
+        lambda p, o: (
+            lambda gr: (optax.apply_updates(p, tx.update(gr, o)[0]), tx.update(gr, o)[1])
+        )(jax.grad(loss)(p))
+    )
     for _ in range(30):
         params, opt = step(params, opt)
     assert float(loss(params)) < 0.8 * first

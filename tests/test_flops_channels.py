@@ -22,7 +22,7 @@ def hand_resnet18(num_classes=10):
     total = hw(1) * 9 * 3 * 64  # stem
     c = 64
     for i, w in enumerate((64, 128, 256, 512)):
-        s = 1 if i == 0 else 2 ** i
+        s = 1 if i == 0 else 2**i
         for b in range(2):
             cin = c if b == 0 else w
             total += hw(s) * 9 * cin * w + hw(s) * 9 * w * w
@@ -83,10 +83,13 @@ def test_resnet_pruned_counts(resnet):
     # ... dropping it in every writer of the stage-0 stream removes it everywhere it is read
     for name in ("stem.conv", "stages.0.0.conv2.conv", "stages.0.1.conv2.conv"):
         m[name][5] = False
-    saved = (1024 * 27  # stem output
-             + 2 * 1024 * 9 * 64  # two conv1 inputs
-             + 2 * 1024 * 9 * 64  # two conv2 outputs
-             + 256 * 9 * 128 + 256 * 128)  # stage-1 conv1 and shortcut inputs
+    saved = (
+        1024 * 27  # stem output
+        + 2 * 1024 * 9 * 64  # two conv1 inputs
+        + 2 * 1024 * 9 * 64  # two conv2 outputs
+        + 256 * 9 * 128
+        + 256 * 128
+    )  # stage-1 conv1 and shortcut inputs
     assert full - flops.count_macs(fm, g, m)["total"] == saved
 
 
@@ -113,8 +116,10 @@ def test_vgg_pruned_counts_and_shrunk_model_agree():
     m = pc.global_threshold_masks(g, scores, 0.5)
     live = [int(m[u.name].sum()) for u in g.units]
     hw = [32, 32, 16, 16, 8, 8, 8, 4, 4, 4, 2, 2, 2]
-    want = sum(h * h * 9 * cin * cout for h, cin, cout in zip(hw, [3, *live[:-1]], live,
-                                                                strict=True)) + live[-1] * 10
+    want = (
+        sum(h * h * 9 * cin * cout for h, cin, cout in zip(hw, [3, *live[:-1]], live, strict=True))
+        + live[-1] * 10
+    )
     assert flops.count_macs(fm, g, m)["total"] == want
     small, _ = pc.shrink(model, g, m)
     assert flops.macs(small, (32, 32, 3)) == want

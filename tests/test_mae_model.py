@@ -24,8 +24,9 @@ from redundax.models.mae import (
     representation,
 )
 
-TINY = mae_config("tiny", embed_dim=32, depth=1, num_heads=2, decoder_embed_dim=16,
-                  decoder_num_heads=2)
+TINY = mae_config(
+    "tiny", embed_dim=32, depth=1, num_heads=2, decoder_embed_dim=16, decoder_num_heads=2
+)
 
 
 # ------------------------------------------------------------------------------- positions, patches
@@ -58,7 +59,7 @@ def test_patchify_brute_force_and_inverse(b, g, p, c):
     assert patches.shape == (b, g * g, p * p * c)
     for i in range(g):
         for j in range(g):
-            want = x[:, i * p:(i + 1) * p, j * p:(j + 1) * p, :].reshape(b, -1)
+            want = x[:, i * p : (i + 1) * p, j * p : (j + 1) * p, :].reshape(b, -1)
             np.testing.assert_array_equal(patches[:, i * g + j], want.astype(np.float32))
     back = vit.unpatchify(jnp.asarray(patches), p, g, g)
     np.testing.assert_array_equal(np.asarray(back), x.astype(np.float32))
@@ -69,10 +70,17 @@ def test_patch_embed_equals_strided_convolution():
     embed = vit.PatchEmbed(p, c, d, rngs=nnx.Rngs(0))
     x = jax.random.normal(jax.random.key(1), (2, 6, 6, c))
     kernel = embed.proj.kernel[...].reshape(p, p, c, d)  # (row, col, channel) patch order
-    conv = jax.lax.conv_general_dilated(
-        x, kernel, (p, p), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        precision=jax.lax.Precision.HIGHEST,
-    ) + embed.proj.bias[...]
+    conv = (
+        jax.lax.conv_general_dilated(
+            x,
+            kernel,
+            (p, p),
+            "VALID",
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            precision=jax.lax.Precision.HIGHEST,
+        )
+        + embed.proj.bias[...]
+    )
     np.testing.assert_allclose(embed(x), conv.reshape(2, 9, d), rtol=1e-5, atol=1e-5)
 
 
@@ -96,8 +104,12 @@ def test_attention_matches_a_numpy_softmax_attention():
 
 # ------------------------------------------------------------------------------------------ masking
 @settings(max_examples=25, deadline=None)
-@given(b=st.sampled_from([1, 3]), n=st.sampled_from([2, 5, 16, 37]), ratio=st.floats(0.05, 0.95),
-       seed=st.integers(0, 99))
+@given(
+    b=st.sampled_from([1, 3]),
+    n=st.sampled_from([2, 5, 16, 37]),
+    ratio=st.floats(0.05, 0.95),
+    seed=st.integers(0, 99),
+)
 def test_masking_keeps_exact_count_and_ids_restore_inverts(b, n, ratio, seed):
     keep = int(n * (1 - ratio))
     if keep < 1:
@@ -186,8 +198,11 @@ def test_representation_modes():
 @functools.lru_cache(maxsize=8)
 def _grad_fn(graphdef, penalty, z_mode):
     def f(params, x, key, lam):
-        return jax.grad(lambda p: objective(nnx.merge(graphdef, p), x, key, lam, z_mode=z_mode,
-                                            penalty=penalty)[0])(params)
+        return jax.grad(
+            lambda p: objective(
+                nnx.merge(graphdef, p), x, key, lam, z_mode=z_mode, penalty=penalty
+            )[0]
+        )(params)
 
     return jax.jit(f)
 
@@ -216,8 +231,10 @@ def test_lambda_zero_gives_exactly_the_plain_mae_gradients():
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-6, atol=1e-8)
     # and the penalty is not a no-op: lambda > 0 changes them well beyond round-off
     other = _grads(model, x, key, 1.0, penalty=True)
-    diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in
-               zip(jax.tree.leaves(plain), jax.tree.leaves(other), strict=True))
+    diff = max(
+        float(jnp.max(jnp.abs(a - b)))
+        for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(other), strict=True)
+    )
     assert diff > 1e-4
 
 

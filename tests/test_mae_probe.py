@@ -22,9 +22,11 @@ def digits():
 def test_probe_matches_sklearn_logistic_regression(digits):
     x_tr, y_tr, x_te, y_te = digits
     wd = 1e-2
-    res = jax.jit(lambda a, b, c, d: linear_probe(
-        a, b, c, d, num_classes=10, steps=1500, learning_rate=5e-2, weight_decay=wd))(
-        x_tr, y_tr, x_te, y_te)
+    res = jax.jit(
+        lambda a, b, c, d: linear_probe(
+            a, b, c, d, num_classes=10, steps=1500, learning_rate=5e-2, weight_decay=wd
+        )
+    )(x_tr, y_tr, x_te, y_te)
     s_tr, s_te = (np.asarray(v) for v in standardise(jnp.asarray(x_tr), jnp.asarray(x_te)))
     # sklearn minimises C * sum CE + 1/2 ||W||^2, i.e. ours (mean CE + wd/2 ||W||^2) with C = 1/(n wd)
     clf = LogisticRegression(C=1.0 / (len(y_tr) * wd), max_iter=5000, tol=1e-10)
@@ -44,8 +46,14 @@ def test_probe_separable_blobs_reach_perfect_accuracy():
     centres = rng.normal(size=(4, 6)) * 10
     y = rng.integers(0, 4, 400)
     x = centres[y] + rng.normal(size=(400, 6))
-    res = linear_probe(jnp.asarray(x[:300]), jnp.asarray(y[:300]), jnp.asarray(x[300:]),
-                       jnp.asarray(y[300:]), num_classes=4, steps=300)
+    res = linear_probe(
+        jnp.asarray(x[:300]),
+        jnp.asarray(y[:300]),
+        jnp.asarray(x[300:]),
+        jnp.asarray(y[300:]),
+        num_classes=4,
+        steps=300,
+    )
     assert float(res.top1) == 1.0 and float(res.train_top1) == 1.0
 
 
@@ -56,8 +64,16 @@ def test_probe_vmap_over_members_equals_separate_calls(digits):
     f_tr, f_te = np.einsum("nd,mdk->mnk", x_tr, proj), np.einsum("nd,mdk->mnk", x_te, proj)
 
     def probe(a, c):
-        return linear_probe(a, jnp.asarray(y_tr), c, jnp.asarray(y_te), num_classes=10,
-                            steps=100, batch_size=256, key=jax.random.key(0))
+        return linear_probe(
+            a,
+            jnp.asarray(y_tr),
+            c,
+            jnp.asarray(y_te),
+            num_classes=10,
+            steps=100,
+            batch_size=256,
+            key=jax.random.key(0),
+        )
 
     stacked = jax.jit(jax.vmap(probe))(f_tr, f_te)
     for k in range(3):

@@ -30,7 +30,7 @@ class ArrayIterator:
         n = len(self.images) // self.batch
         k = self.i % n
         self.i += 1
-        return {"image": self.images[k * self.batch:(k + 1) * self.batch]}
+        return {"image": self.images[k * self.batch : (k + 1) * self.batch]}
 
     def get_state(self):
         return {"i": self.i}
@@ -55,9 +55,14 @@ def setup():
     rng = np.random.default_rng(0)
     images = rng.normal(size=(96, 8, 8, 1)).astype(np.float32)
     labels = rng.integers(0, 10, 96).astype(np.int32)
-    data = Data(make_iterator=None, steps_per_epoch=2, heldout=images[:32],
-                probe_train=(images[:64], labels[:64]), probe_test=(images[64:], labels[64:]),
-                num_classes=10)
+    data = Data(
+        make_iterator=None,
+        steps_per_epoch=2,
+        heldout=images[:32],
+        probe_train=(images[:64], labels[:64]),
+        probe_test=(images[64:], labels[64:]),
+        num_classes=10,
+    )
     program = MAEProgram(small_config(), data)
     schedule = sweep.Schedule(num_steps=4, steps_per_epoch=2)
     return program, images, schedule
@@ -77,15 +82,24 @@ def assert_params_close(pa, pb):
         a, b = np.asarray(a), np.asarray(b)
         if "qkv" in name and "bias" in name:
             d = a.shape[-1] // 3
-            np.testing.assert_allclose(a[..., d:2 * d], b[..., d:2 * d], atol=5e-3, err_msg=name)
-            a, b = np.delete(a, np.s_[d:2 * d], -1), np.delete(b, np.s_[d:2 * d], -1)
+            np.testing.assert_allclose(
+                a[..., d : 2 * d], b[..., d : 2 * d], atol=5e-3, err_msg=name
+            )
+            a, b = np.delete(a, np.s_[d : 2 * d], -1), np.delete(b, np.s_[d : 2 * d], -1)
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=name)
 
 
 def _train(program, images, schedule, members, vectorize, **kw):
     axis = sweep.MemberAxis(len(members), vectorize=vectorize)
-    return sweep.train_group(program, members, axis, data=lambda: ArrayIterator(images, 32),
-                             eval_data=jnp.asarray(images[:32]), schedule=schedule, **kw)
+    return sweep.train_group(
+        program,
+        members,
+        axis,
+        data=lambda: ArrayIterator(images, 32),
+        eval_data=jnp.asarray(images[:32]),
+        schedule=schedule,
+        **kw,
+    )
 
 
 def test_vectorised_member_equals_sequential_run(setup):
@@ -100,8 +114,10 @@ def test_vectorised_member_equals_sequential_run(setup):
                 if key != "time":
                     assert hv[key] == pytest.approx(hs[key], rel=1e-3, abs=1e-5), key
     # members really differ: same data, different lambda / seed
-    p0, p1 = (np.asarray(sweep.index(stacked, k)["params"]["patch_embed"]["proj"]["kernel"][...])
-              for k in (0, 1))
+    p0, p1 = (
+        np.asarray(sweep.index(stacked, k)["params"]["patch_embed"]["proj"]["kernel"][...])
+        for k in (0, 1)
+    )
     assert not np.allclose(p0, p1)
     # the same seed gives the same initialisation whatever lambda is
     i0 = program.init(sweep.Member(0.0, 7))
@@ -117,15 +133,26 @@ def test_checkpoint_resume_equals_uninterrupted(setup, tmp_path):
     full, _ = _train(program, images, schedule, members, True)
     axis = sweep.MemberAxis(3, vectorize=True)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        sweep.train_group(program, members, axis,
-                          data=lambda: ArrayIterator(images, 32, fail_after=3),
-                          eval_data=jnp.asarray(images[:32]), schedule=schedule,
-                          checkpoint_dir=tmp_path / "ck")
+        sweep.train_group(
+            program,
+            members,
+            axis,
+            data=lambda: ArrayIterator(images, 32, fail_after=3),
+            eval_data=jnp.asarray(images[:32]),
+            schedule=schedule,
+            checkpoint_dir=tmp_path / "ck",
+        )
     steps_seen = []
     resumed, hist = sweep.train_group(
-        program, members, axis, data=lambda: ArrayIterator(images, 32),
-        eval_data=jnp.asarray(images[:32]), schedule=schedule, checkpoint_dir=tmp_path / "ck",
-        on_eval=lambda m, r: steps_seen.append(r["step"]))
+        program,
+        members,
+        axis,
+        data=lambda: ArrayIterator(images, 32),
+        eval_data=jnp.asarray(images[:32]),
+        schedule=schedule,
+        checkpoint_dir=tmp_path / "ck",
+        on_eval=lambda m, r: steps_seen.append(r["step"]),
+    )
     assert steps_seen == [4, 4, 4]  # resumed after step 2: only the last evaluation is new
     for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(resumed), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -150,8 +177,11 @@ def test_restarted_sweep_skips_finished_members(setup, tmp_path):
     program, images, schedule = setup
     counting = CountingProgram(program)
     store = sweep.ResultStore(tmp_path / "members", "fp1")
-    kw = dict(data=lambda: ArrayIterator(images, 32), eval_data=jnp.asarray(images[:32]),
-              schedule=schedule)
+    kw = dict(
+        data=lambda: ArrayIterator(images, 32),
+        eval_data=jnp.asarray(images[:32]),
+        schedule=schedule,
+    )
     first, _ = sweep.run_sweep(counting, MEMBERS[:1], store=store, vectorize=False, **kw)
     assert counting.inits == [MEMBERS[0].tag]
     counting.inits.clear()
@@ -169,7 +199,11 @@ def test_restarted_sweep_skips_finished_members(setup, tmp_path):
 
 def test_grid_and_axis_validation():
     assert [m.tag for m in sweep.grid([0.0, 0.01], [0, 1])] == [
-        "lam_0_seed_0", "lam_0_seed_1", "lam_0.01_seed_0", "lam_0.01_seed_1"]
+        "lam_0_seed_0",
+        "lam_0_seed_1",
+        "lam_0.01_seed_0",
+        "lam_0.01_seed_1",
+    ]
     with pytest.raises(ValueError, match="at least one value"):
         sweep.grid([], [0])
     with pytest.raises(ValueError, match="at least one seed"):
@@ -215,7 +249,13 @@ SHARDED_SCRIPT = textwrap.dedent("""
 @pytest.mark.slow
 def test_member_axis_sharded_over_devices_equals_unsharded():
     env = {**os.environ, "JAX_NUM_CPU_DEVICES": "4", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-c", SHARDED_SCRIPT], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", SHARDED_SCRIPT],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().endswith("OK")

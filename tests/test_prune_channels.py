@@ -34,8 +34,14 @@ def tiny_models():
         "resnet": ResNet(10, in_channels=1, widths=(8, 16), blocks=(2, 1), rngs=r),
         "vgg": VGG(10, in_channels=1, cfg=(8, "M", 16, 16, "M", 16), rngs=r),
         # width 0.5: a t=1 block on a residual stream (depthwise "follow" space) and expansions
-        "mobilenet": MobileNetV2(10, in_channels=1, width=0.5, last_channels=16,
-                                 settings=((1, 16, 1, 1), (6, 8, 2, 2)), rngs=r),
+        "mobilenet": MobileNetV2(
+            10,
+            in_channels=1,
+            width=0.5,
+            last_channels=16,
+            settings=((1, 16, 1, 1), (6, 8, 2, 2)),
+            rngs=r,
+        ),
     }
 
 
@@ -143,7 +149,9 @@ def test_peer_replacement_is_the_ridge_reconstruction():
     ac = a - mean
     lam = 1e-3 * np.mean(np.diag(cov[np.ix_(peers, peers)]))
     n = len(a) - 1
-    b = np.linalg.solve(ac[:, peers].T @ ac[:, peers] / n + lam * np.eye(4), ac[:, peers].T @ ac[:, 3] / n)
+    b = np.linalg.solve(
+        ac[:, peers].T @ ac[:, peers] / n + lam * np.eye(4), ac[:, peers].T @ ac[:, 3] / n
+    )
     recon = mean[3] + ac[:, peers] @ b
     _, (act_new,) = conv_outputs(nnx.view(new, use_running_average=True), x, [u.conv])
     got = np.asarray(act_new).reshape(-1, act.shape[-1])
@@ -194,12 +202,18 @@ def test_recovery_accuracies_equal_finetune_then_evaluate(arch):
             j = (16 * i) % 48
             yield xs[j : j + 16], ys[j : j + 16]
 
-    masks_seq = [{u: rng.random(w) < keep for u, w in G.unit_channels(g).items()}
-                 for keep in (0.9, 0.5)]
-    fast = pc.recovery_accuracies(model, g, masks_seq, batches, xs, ys, steps=4, lr=0.05,
-                                  batch_size=20)
-    slow = [pc.evaluate(pc.finetune(model, g, m, batches(), steps=4, lr=0.05), xs, ys,
-                        batch_size=20)["accuracy"] for m in masks_seq]
+    masks_seq = [
+        {u: rng.random(w) < keep for u, w in G.unit_channels(g).items()} for keep in (0.9, 0.5)
+    ]
+    fast = pc.recovery_accuracies(
+        model, g, masks_seq, batches, xs, ys, steps=4, lr=0.05, batch_size=20
+    )
+    slow = [
+        pc.evaluate(pc.finetune(model, g, m, batches(), steps=4, lr=0.05), xs, ys, batch_size=20)[
+            "accuracy"
+        ]
+        for m in masks_seq
+    ]
     assert fast == slow
 
 
@@ -230,26 +244,38 @@ def test_weight_scores_and_activation_rms():
     u = g.units[1]
     k = np.asarray(G.get_path(model, u.conv).kernel[...])
     w = [k[..., i].ravel() for i in range(k.shape[-1])]
-    np.testing.assert_allclose(pc.magnitude_scores(model, g)[u.name],
-                               [np.linalg.norm(v) for v in w], rtol=1e-5)
-    np.testing.assert_allclose(pc.fpgm_scores(model, g)[u.name],
-                               [sum(np.linalg.norm(a - b) for b in w) for a in w], rtol=1e-4)
+    np.testing.assert_allclose(
+        pc.magnitude_scores(model, g)[u.name], [np.linalg.norm(v) for v in w], rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        pc.fpgm_scores(model, g)[u.name],
+        [sum(np.linalg.norm(a - b) for b in w) for a in w],
+        rtol=1e-4,
+    )
     x = images(16, 4)
     _, acts = conv_outputs(nnx.view(model, use_running_average=True), x, [v.conv for v in g.units])
-    flat = {v.name: np.asarray(t, np.float64).reshape(-1, t.shape[-1])
-            for v, t in zip(g.units, acts, strict=True)}
+    flat = {
+        v.name: np.asarray(t, np.float64).reshape(-1, t.shape[-1])
+        for v, t in zip(g.units, acts, strict=True)
+    }
     act = acts[1]
     a = flat[u.name]
     bn = G.get_path(model, u.bn)
     post = np.asarray(bn(jnp.asarray(act), use_running_average=True), np.float64).reshape(a.shape)
-    rms = pc.activation_rms_scores(model, g, {k: v.mean(0) for k, v in flat.items()},
-                                   {k: (v**2).mean(0) for k, v in flat.items()})
+    rms = pc.activation_rms_scores(
+        model,
+        g,
+        {k: v.mean(0) for k, v in flat.items()},
+        {k: (v**2).mean(0) for k, v in flat.items()},
+    )
     np.testing.assert_allclose(rms[u.name], np.sqrt((post**2).mean(0)), rtol=1e-4)
 
 
 def test_flops_matched_auc_closed_form():
-    curves = {"a": ([0.1, 0.5, 0.9], [1.0, 0.6, 0.2]),  # y = 1.1 - x
-              "b": ([0.2, 0.8], [0.5, 0.5])}
+    curves = {
+        "a": ([0.1, 0.5, 0.9], [1.0, 0.6, 0.2]),  # y = 1.1 - x
+        "b": ([0.2, 0.8], [0.5, 0.5]),
+    }
     auc, (lo, hi) = pc.flops_matched_auc(curves)
     assert (lo, hi) == (0.2, 0.8)
     assert np.isclose(auc["a"], 1.1 - 0.5) and np.isclose(auc["b"], 0.5)
@@ -264,8 +290,9 @@ def test_information_scores_formulas():
     z = lambda v: (v - v.mean()) / v.std()
     m = per["l"]
     np.testing.assert_allclose(s["composite_ix"]["l"], 2 * z(m["ix"]) - 0.25 * z(m["rx"]))
-    np.testing.assert_allclose(s["composite_pid"]["l"],
-                               2 * z(m["task_mi"]) - 0.25 * z(m["red_t"]) + 0.25 * z(m["syn"]))
+    np.testing.assert_allclose(
+        s["composite_pid"]["l"], 2 * z(m["task_mi"]) - 0.25 * z(m["red_t"]) + 0.25 * z(m["syn"])
+    )
     assert set(pc.LOCAL_METHODS) | set(pc.TARGET_METHODS) <= set(s)
 
 

@@ -17,7 +17,8 @@ def test_gelu_equals_exact_erfc_gelu():
     np.testing.assert_allclose(
         jax.vmap(jax.grad(gelu))(x),
         jax.vmap(jax.grad(lambda t: jax.nn.gelu(t, approximate=False)))(x),
-        rtol=1e-5, atol=1e-6,
+        rtol=1e-5,
+        atol=1e-6,
     )
 
 

@@ -87,9 +87,12 @@ def conv_patches(x: jax.Array, conv) -> jax.Array:
     kh, kw = conv.kernel_size
     pad = conv.padding
     p = jax.lax.conv_general_dilated_patches(
-        x, (kh, kw), tuple(conv.strides) if conv.strides else (1, 1),
+        x,
+        (kh, kw),
+        tuple(conv.strides) if conv.strides else (1, 1),
         pad,
-        dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=jax.lax.Precision.HIGHEST,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        precision=jax.lax.Precision.HIGHEST,
     )  # (b, h, w, C*kh*kw) ordered (C, kh, kw)
     c = x.shape[-1]
     p = p.reshape(-1, c, kh * kw)
@@ -99,15 +102,21 @@ def conv_patches(x: jax.Array, conv) -> jax.Array:
 
 
 def extract_stats(
-    model, graph: graph_lib.ChannelGraph, images, labels, *, batch_size: int = 250,
+    model,
+    graph: graph_lib.ChannelGraph,
+    images,
+    labels,
+    *,
+    batch_size: int = 250,
     patches: bool = False,
 ) -> dict[str, LayerStats]:
     """Stream per-unit moments over (images, labels) in eval mode (module docstring)."""
     images = np.asarray(images)
     labels = np.asarray(labels)
     if len(images) != len(labels) or len(images) < 2:
-        raise ValueError(f"`images` and `labels` need the same length >= 2; got {len(images)} and "
-                         f"{len(labels)}.")
+        raise ValueError(
+            f"`images` and `labels` need the same length >= 2; got {len(images)} and {len(labels)}."
+        )
     gdef, state = nnx.split(nnx.view(model, use_running_average=True))
     convs = {u.name: graph_lib.get_path(model, u.conv) for u in graph.units}
     tap = {u.name: (*u.conv[:-1], "conv_in", "__call__") for u in graph.units}
@@ -125,8 +134,10 @@ def extract_stats(
             pm = None
             if patches:
                 if tap[u.name] not in flat:
-                    raise ValueError(f"{u.name}: the conv input is not captured (no `conv_in` tap); "
-                                     "use patches=False (identical I_X from output variances).")
+                    raise ValueError(
+                        f"{u.name}: the conv input is not captured (no `conv_in` tap); "
+                        "use patches=False (identical I_X from output variances)."
+                    )
                 pt = conv_patches(flat[tap[u.name]], convs[u.name])
                 pm = Moments.from_samples(pt)
             out[u.name] = LayerStats(
@@ -137,8 +148,9 @@ def extract_stats(
     @jax.jit
     def step(carry, state, x, y):
         new = batch_stats(state, x, y)
-        return jax.tree.map(lambda a, b: a.merge(b), carry, new,
-                            is_leaf=lambda z: isinstance(z, Moments))
+        return jax.tree.map(
+            lambda a, b: a.merge(b), carry, new, is_leaf=lambda z: isinstance(z, Moments)
+        )
 
     carry = None
     first = jax.jit(batch_stats)
@@ -251,8 +263,14 @@ def layer_metrics(model, unit: graph_lib.Unit, st: LayerStats, cfg: MetricConfig
     size = bucket(n)
     cap = min(cfg.hull_cap, n - 1 if cfg.hull_pool is None else min(cfg.hull_pool, n - 1))
     core = _layer_core(
-        _pad(corr_sp, size, 1.0), _pad(corr_p, size, 1.0), _pad(r_t, size), _pad(s, size),
-        jnp.float32(n), m=min(cfg.m, n - 1), eps=cfg.hull_eps, cap=cap,
+        _pad(corr_sp, size, 1.0),
+        _pad(corr_p, size, 1.0),
+        _pad(r_t, size),
+        _pad(s, size),
+        jnp.float32(n),
+        m=min(cfg.m, n - 1),
+        eps=cfg.hull_eps,
+        cap=cap,
         pool=None if cfg.hull_pool is None else min(cfg.hull_pool, size - 1),
     )
     core = {k: np.asarray(v) for k, v in core.items()}
@@ -266,15 +284,21 @@ def layer_metrics(model, unit: graph_lib.Unit, st: LayerStats, cfg: MetricConfig
         q_s=fch.graph_modularity(core["sgraph"][:n, :n], cfg.top_fraction),
     )
     if n >= 3:
-        tri = fch.triplet_excess_from_corr(jnp.asarray(corr_p), jnp.asarray(r_t),
-                                           top=cfg.triplet_top, max_triplets=cfg.max_triplets,
-                                           seed=cfg.seed)
+        tri = fch.triplet_excess_from_corr(
+            jnp.asarray(corr_p),
+            jnp.asarray(r_t),
+            top=cfg.triplet_top,
+            max_triplets=cfg.max_triplets,
+            seed=cfg.seed,
+        )
         summary["s3_s2"] = float(tri.ratio)
     out["cov"] = cov
     return out, summary
 
 
-def compute_metrics(model, graph, stats: Mapping[str, LayerStats], cfg: MetricConfig = MetricConfig()):
+def compute_metrics(
+    model, graph, stats: Mapping[str, LayerStats], cfg: MetricConfig = MetricConfig()
+):
     """`({unit: per-channel metrics}, {unit: layer summary})` for every unit."""
     per, summ = {}, {}
     for u in graph.units:
@@ -321,20 +345,31 @@ def ari_vs_null(local, target, *, k: int = 3, n_perm: int = 200, seed: int = 0) 
     target = np.column_stack([zscore(c) for c in np.asarray(target, np.float64).T])
     n = len(local)
     if n < 2 * k:
-        return {"ari": float("nan"), "null_mean": float("nan"), "null_p95": float("nan"),
-                "p": float("nan")}
+        return {
+            "ari": float("nan"),
+            "null_mean": float("nan"),
+            "null_p95": float("nan"),
+            "p": float("nan"),
+        }
     la = KMeans(k, n_init=4, random_state=seed).fit_predict(local)
     lb = KMeans(k, n_init=4, random_state=seed).fit_predict(target)
     ari = adjusted_rand_score(la, lb)
     rng = np.random.default_rng(seed)
     null = np.array([adjusted_rand_score(la, rng.permutation(lb)) for _ in range(n_perm)])
-    return {"ari": float(ari), "null_mean": float(null.mean()),
-            "null_p95": float(np.quantile(null, 0.95)),
-            "p": float((1 + np.sum(null >= ari)) / (1 + n_perm))}
+    return {
+        "ari": float(ari),
+        "null_mean": float(null.mean()),
+        "null_p95": float(np.quantile(null, 0.95)),
+        "p": float((1 + np.sum(null >= ari)) / (1 + n_perm)),
+    }
 
 
-def propagation(model, graph, per: Mapping[str, Mapping[str, np.ndarray]],
-                names: Sequence[str] = ("ix", "rx", "task_mi", "syn")) -> dict:
+def propagation(
+    model,
+    graph,
+    per: Mapping[str, Mapping[str, np.ndarray]],
+    names: Sequence[str] = ("ix", "rx", "task_mi", "syn"),
+) -> dict:
     """Eq. 13 propagation: Spearman(m_bar_s, m_d) for consecutive unit pairs (producer -> reader).
 
     Returns `{"matrix": (S, D) mean over pairs, "pairs": count}`; only pairs whose destination reads
@@ -359,8 +394,14 @@ def propagation(model, graph, per: Mapping[str, Mapping[str, np.ndarray]],
     return {"names": list(names), "matrix": np.nanmean(np.stack(mats), 0), "pairs": len(mats)}
 
 
-def alignment_summary(per: Mapping[str, Mapping[str, np.ndarray]], *, k: int = 3,
-                      n_perm: int = 200, seed: int = 0, min_channels: int = 8) -> dict:
+def alignment_summary(
+    per: Mapping[str, Mapping[str, np.ndarray]],
+    *,
+    k: int = 3,
+    n_perm: int = 200,
+    seed: int = 0,
+    min_channels: int = 8,
+) -> dict:
     """Within-layer rho(I_X, I(T;Y)), the full Spearman matrix and ARI vs null, over layers."""
     rhos, aris, nulls, p95s, ps, mats = [], [], [], [], [], []
     for name, m in per.items():
@@ -394,8 +435,9 @@ def alignment_summary(per: Mapping[str, Mapping[str, np.ndarray]], *, k: int = 3
     }
 
 
-def paired_bootstrap(diffs: Sequence[float], *, n_boot: int = 10000, seed: int = 0,
-                     level: float = 0.95) -> dict[str, float]:
+def paired_bootstrap(
+    diffs: Sequence[float], *, n_boot: int = 10000, seed: int = 0, level: float = 0.95
+) -> dict[str, float]:
     """Mean of paired per-seed differences and its percentile bootstrap CI (App. F, Table 9)."""
     d = np.asarray(diffs, np.float64)
     d = d[np.isfinite(d)]
@@ -404,5 +446,9 @@ def paired_bootstrap(diffs: Sequence[float], *, n_boot: int = 10000, seed: int =
     rng = np.random.default_rng(seed)
     boots = d[rng.integers(0, d.size, (n_boot, d.size))].mean(1)
     a = (1 - level) / 2
-    return {"mean": float(d.mean()), "lo": float(np.quantile(boots, a)),
-            "hi": float(np.quantile(boots, 1 - a)), "n": int(d.size)}
+    return {
+        "mean": float(d.mean()),
+        "lo": float(np.quantile(boots, a)),
+        "hi": float(np.quantile(boots, 1 - a)),
+        "n": int(d.size),
+    }

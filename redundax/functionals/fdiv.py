@@ -156,7 +156,10 @@ def _gauss_power(corr: Array, alpha: float) -> Array:
 
 kl = FKernel("kl", _kl_f, lambda s: jnp.exp(s - 1.0), gaussian=_gauss_kl, check=False)
 pearson_chi2 = FKernel(
-    "pearson_chi2", _pearson_f, _pearson_conj, gaussian=functools.partial(_gauss_power, alpha=2.0),
+    "pearson_chi2",
+    _pearson_f,
+    _pearson_conj,
+    gaussian=functools.partial(_gauss_power, alpha=2.0),
     check=False,
 )
 squared_hellinger = FKernel(

@@ -61,9 +61,16 @@ def depthwise_conv_general_dilated(
     )
     if not plain:
         return jax.lax.conv_general_dilated(
-            lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
-            rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
-            feature_group_count=feature_group_count, **kwargs)
+            lhs,
+            rhs,
+            window_strides,
+            padding,
+            lhs_dilation=lhs_dilation,
+            rhs_dilation=rhs_dilation,
+            dimension_numbers=dimension_numbers,
+            feature_group_count=feature_group_count,
+            **kwargs,
+        )
     (p0, p1), (q0, q1) = padding
     sh, sw = window_strides
     x = jnp.pad(lhs, ((0, 0), (p0, p1), (q0, q1), (0, 0)))
@@ -105,8 +112,9 @@ class ConvBN(nnx.Module):
             feature_group_count=groups,
             use_bias=False,
             kernel_init=conv_init,
-            conv_general_dilated=(depthwise_conv_general_dilated if groups > 1
-                                  else jax.lax.conv_general_dilated),
+            conv_general_dilated=(
+                depthwise_conv_general_dilated if groups > 1 else jax.lax.conv_general_dilated
+            ),
             rngs=rngs,
         )
         self.bn = nnx.BatchNorm(out_features, momentum=0.9, epsilon=1e-5, rngs=rngs)

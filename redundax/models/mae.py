@@ -72,15 +72,44 @@ class MAEConfig:
 
 SIZES: dict[str, dict] = {
     # scikit-learn digits, 8x8x1 with 2x2 patches: 16 patches.
-    "tiny": dict(image_size=8, in_channels=1, patch_size=2, embed_dim=64, depth=2, num_heads=4,
-                 decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=4, mlp_ratio=2.0),
+    "tiny": dict(
+        image_size=8,
+        in_channels=1,
+        patch_size=2,
+        embed_dim=64,
+        depth=2,
+        num_heads=4,
+        decoder_embed_dim=32,
+        decoder_depth=1,
+        decoder_num_heads=4,
+        mlp_ratio=2.0,
+    ),
     # CIFAR 32x32x3 with 4x4 patches: 64 patches.
-    "small": dict(image_size=32, in_channels=3, patch_size=4, embed_dim=192, depth=6, num_heads=3,
-                  decoder_embed_dim=128, decoder_depth=2, decoder_num_heads=4, mlp_ratio=4.0),
+    "small": dict(
+        image_size=32,
+        in_channels=3,
+        patch_size=4,
+        embed_dim=192,
+        depth=6,
+        num_heads=3,
+        decoder_embed_dim=128,
+        decoder_depth=2,
+        decoder_num_heads=4,
+        mlp_ratio=4.0,
+    ),
     # ViT-Base encoder with the MAE paper's decoder (512 wide, 8 blocks, 16 heads).
-    "base": dict(image_size=224, in_channels=3, patch_size=16, embed_dim=768, depth=12,
-                 num_heads=12, decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16,
-                 mlp_ratio=4.0),
+    "base": dict(
+        image_size=224,
+        in_channels=3,
+        patch_size=16,
+        embed_dim=768,
+        depth=12,
+        num_heads=12,
+        decoder_embed_dim=512,
+        decoder_depth=8,
+        decoder_num_heads=16,
+        mlp_ratio=4.0,
+    ),
 }
 
 
@@ -186,33 +215,45 @@ class MAE(nnx.Module):
     def __init__(self, config: MAEConfig, *, rngs: nnx.Rngs):
         c = config
         if c.image_size % c.patch_size:
-            raise ValueError(
-                f"patch_size={c.patch_size} must divide image_size={c.image_size}."
-            )
+            raise ValueError(f"patch_size={c.patch_size} must divide image_size={c.image_size}.")
         for name in ("embed_dim", "decoder_embed_dim"):
             if getattr(c, name) % 4:
-                raise ValueError(f"{name} must be a multiple of 4 (2-D sin-cos); got "
-                                 f"{getattr(c, name)}.")
+                raise ValueError(
+                    f"{name} must be a multiple of 4 (2-D sin-cos); got {getattr(c, name)}."
+                )
         self.config = c
         dtype = jnp.dtype(c.dtype)
-        self.patch_embed = PatchEmbed(c.patch_size, c.in_channels, c.embed_dim, dtype=dtype,
-                                      rngs=rngs)
+        self.patch_embed = PatchEmbed(
+            c.patch_size, c.in_channels, c.embed_dim, dtype=dtype, rngs=rngs
+        )
         self.cls_token = nnx.Param(0.02 * jax.random.normal(rngs.params(), (1, 1, c.embed_dim)))
-        self.blocks = nnx.List([Block(c.embed_dim, c.num_heads, c.mlp_ratio, dtype=dtype,
-                                      rngs=rngs) for _ in range(c.depth)])
+        self.blocks = nnx.List(
+            [
+                Block(c.embed_dim, c.num_heads, c.mlp_ratio, dtype=dtype, rngs=rngs)
+                for _ in range(c.depth)
+            ]
+        )
         self.norm = layer_norm(c.embed_dim, dtype=dtype, rngs=rngs)
-        self.decoder_embed = Linear(c.embed_dim, c.decoder_embed_dim,
-                                        kernel_init=xavier_uniform, dtype=dtype, rngs=rngs)
+        self.decoder_embed = Linear(
+            c.embed_dim, c.decoder_embed_dim, kernel_init=xavier_uniform, dtype=dtype, rngs=rngs
+        )
         self.mask_token = nnx.Param(
             0.02 * jax.random.normal(rngs.params(), (1, 1, c.decoder_embed_dim))
         )
-        self.decoder_blocks = nnx.List([
-            Block(c.decoder_embed_dim, c.decoder_num_heads, c.mlp_ratio, dtype=dtype, rngs=rngs)
-            for _ in range(c.decoder_depth)
-        ])
+        self.decoder_blocks = nnx.List(
+            [
+                Block(c.decoder_embed_dim, c.decoder_num_heads, c.mlp_ratio, dtype=dtype, rngs=rngs)
+                for _ in range(c.decoder_depth)
+            ]
+        )
         self.decoder_norm = layer_norm(c.decoder_embed_dim, dtype=dtype, rngs=rngs)
-        self.decoder_pred = Linear(c.decoder_embed_dim, c.patch_size**2 * c.in_channels,
-                                       kernel_init=xavier_uniform, dtype=dtype, rngs=rngs)
+        self.decoder_pred = Linear(
+            c.decoder_embed_dim,
+            c.patch_size**2 * c.in_channels,
+            kernel_init=xavier_uniform,
+            dtype=dtype,
+            rngs=rngs,
+        )
 
     def encode(
         self, images: jax.Array, key: jax.Array | None = None, mask_ratio: float = 0.0

@@ -90,8 +90,10 @@ def unpatchify(patches: jax.Array, patch_size: int, grid_h: int, grid_w: int) ->
     p = patch_size
     c = k // (p * p)
     if n != grid_h * grid_w or k != p * p * c:
-        raise ValueError(f"patches of shape {patches.shape} do not fit a {grid_h}x{grid_w} grid of "
-                         f"{p}x{p} patches.")
+        raise ValueError(
+            f"patches of shape {patches.shape} do not fit a {grid_h}x{grid_w} grid of "
+            f"{p}x{p} patches."
+        )
     x = patches.reshape(b, grid_h, grid_w, p, p, c)
     x = jnp.transpose(x, (0, 1, 3, 2, 4, 5))
     return x.reshape(b, grid_h * p, grid_w * p, c)

@@ -25,13 +25,16 @@ def _family(method: str) -> str:
 def two_axis_scatter(results: Mapping[str, Any], path, max_layers: int = 6) -> None:
     """I_X vs I(T;Y) per layer for the first seed of every architecture (Fig. 1C / 13B style)."""
     archs = list(results["archs"])
-    fig, axes = plt.subplots(len(archs), max_layers, figsize=(2.4 * max_layers, 2.4 * len(archs)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(archs), max_layers, figsize=(2.4 * max_layers, 2.4 * len(archs)), squeeze=False
+    )
     for r, a in enumerate(archs):
         scatter = results["archs"][a]["runs"][0]["scatter"]
         names = list(scatter)
-        pick = [names[i] for i in np.unique(np.round(np.linspace(0, len(names) - 1,
-                                                                 max_layers)).astype(int))]
+        pick = [
+            names[i]
+            for i in np.unique(np.round(np.linspace(0, len(names) - 1, max_layers)).astype(int))
+        ]
         for c in range(max_layers):
             ax = axes[r, c]
             if c >= len(pick):
@@ -60,8 +63,16 @@ def pruning_curves(results: Mapping[str, Any], path) -> None:
             xs = np.mean([r["curves"][m]["flops_pruned"] for r in runs], 0)
             ys = np.mean([r["curves"][m]["retention"] for r in runs], 0)
             fam = _family(m)
-            ax.plot(xs, ys, marker="o", ms=3, lw=1.2, color=FAMILY_COLORS[fam],
-                    ls="-" if fam == "local" else "--" if fam == "target" else ":", label=m)
+            ax.plot(
+                xs,
+                ys,
+                marker="o",
+                ms=3,
+                lw=1.2,
+                color=FAMILY_COLORS[fam],
+                ls="-" if fam == "local" else "--" if fam == "target" else ":",
+                label=m,
+            )
         lo = max(r["interval"][0] for r in runs)
         hi = min(r["interval"][1] for r in runs)
         ax.axvspan(lo, hi, color="0.92", zorder=0)
@@ -86,8 +97,9 @@ def latency_vs_macs(results: Mapping[str, Any], path) -> bool:
     if not archs:
         return False
     sizes = results["archs"][archs[0]]["latency"]["batch_sizes"]
-    fig, axes = plt.subplots(len(sizes), len(archs), figsize=(4.2 * len(archs), 3.6 * len(sizes)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(sizes), len(archs), figsize=(4.2 * len(archs), 3.6 * len(sizes)), squeeze=False
+    )
     for c, a in enumerate(archs):
         seed = results["archs"][a]["latency"]["seeds"][0]
         run = next(r for r in results["archs"][a]["runs"] if r["seed"] == seed)
@@ -99,12 +111,23 @@ def latency_vs_macs(results: Mapping[str, Any], path) -> bool:
                 latency = 1.0 - np.asarray(cur[f"latency_pruned_b{b}"])
                 order = np.argsort(macs)
                 # one colour per method; line style by family (local -, target --, baseline :)
-                ax.plot(macs[order], latency[order], marker="o", ms=3, lw=1.0, color=f"C{i % 10}",
-                        ls="-" if fam == "local" else "--" if fam == "target" else ":", label=m)
+                ax.plot(
+                    macs[order],
+                    latency[order],
+                    marker="o",
+                    ms=3,
+                    lw=1.0,
+                    color=f"C{i % 10}",
+                    ls="-" if fam == "local" else "--" if fam == "target" else ":",
+                    label=m,
+                )
             ax.plot([0, 1], [0, 1], color="k", lw=0.6, ls="--")
             ax.axhline(1.0, color="0.5", lw=0.6)
-            ax.set_title(f"{a}, batch {b} (unpruned "
-                         f"{results['archs'][a]['latency']['full_ms'][f'b{b}']:.3g} ms)", fontsize=9)
+            ax.set_title(
+                f"{a}, batch {b} (unpruned "
+                f"{results['archs'][a]['latency']['full_ms'][f'b{b}']:.3g} ms)",
+                fontsize=9,
+            )
             ax.set_xlabel("MACs / unpruned MACs")
             ax.set_ylabel("latency / unpruned latency")
     axes[0, -1].legend(fontsize=6, ncol=2)
@@ -117,13 +140,26 @@ def latency_vs_macs(results: Mapping[str, Any], path) -> bool:
 def lesion_summary(results: Mapping[str, Any], path) -> None:
     """Spearman of safer-to-remove scores with lower lesion damage per architecture (Fig. 5A)."""
     archs = list(results["archs"])
-    keys = sorted({k for a in archs for r in results["archs"][a]["runs"]
-                   for k in r["lesion"].get("spearman_with_lower_damage", {})})
+    keys = sorted(
+        {
+            k
+            for a in archs
+            for r in results["archs"][a]["runs"]
+            for k in r["lesion"].get("spearman_with_lower_damage", {})
+        }
+    )
     fig, ax = plt.subplots(figsize=(1.2 + 1.6 * len(archs), 3.2))
     width = 0.8 / max(len(keys), 1)
     for i, k in enumerate(keys):
-        vals = [np.nanmean([r["lesion"].get("spearman_with_lower_damage", {}).get(k, np.nan)
-                            for r in results["archs"][a]["runs"]]) for a in archs]
+        vals = [
+            np.nanmean(
+                [
+                    r["lesion"].get("spearman_with_lower_damage", {}).get(k, np.nan)
+                    for r in results["archs"][a]["runs"]
+                ]
+            )
+            for a in archs
+        ]
         ax.bar(np.arange(len(archs)) + i * width, vals, width, label=k)
     ax.axhline(0, color="k", lw=0.6)
     ax.set_xticks(np.arange(len(archs)) + 0.4 - width / 2)
@@ -137,8 +173,11 @@ def lesion_summary(results: Mapping[str, Any], path) -> None:
 
 def write_all(results: Mapping[str, Any], workdir) -> list[pathlib.Path]:
     workdir = pathlib.Path(workdir)
-    out = [workdir / "two_axis_scatter.png", workdir / "pruning_curves.png",
-           workdir / "lesion_summary.png"]
+    out = [
+        workdir / "two_axis_scatter.png",
+        workdir / "pruning_curves.png",
+        workdir / "lesion_summary.png",
+    ]
     two_axis_scatter(results, out[0])
     pruning_curves(results, out[1])
     lesion_summary(results, out[2])

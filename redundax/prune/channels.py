@@ -213,8 +213,12 @@ def _evaluate_split(gdef, params, rest, images, labels, batch_size: int) -> dict
     correct = loss = 0.0
     n = len(labels)
     for i in range(0, n, batch_size):
-        c, lo = f(params, rest, jnp.asarray(images[i : i + batch_size]),
-                  jnp.asarray(labels[i : i + batch_size]))
+        c, lo = f(
+            params,
+            rest,
+            jnp.asarray(images[i : i + batch_size]),
+            jnp.asarray(labels[i : i + batch_size]),
+        )
         correct += float(c)
         loss += float(lo)
     return {"accuracy": correct / n, "loss": loss / n}
@@ -227,8 +231,14 @@ def evaluate(model, images, labels, *, batch_size: int = 512) -> dict[str, float
 
 
 def lesion_damage(
-    model, graph: ChannelGraph, unit: str, channels: Sequence[int], images, labels,
-    *, batch_size: int = 512,
+    model,
+    graph: ChannelGraph,
+    unit: str,
+    channels: Sequence[int],
+    images,
+    labels,
+    *,
+    batch_size: int = 512,
 ) -> np.ndarray:
     """Loss increase (eval mode, no fine-tuning) when each listed channel of `unit` is masked alone."""
     u = graph.unit(unit)
@@ -249,18 +259,32 @@ def lesion_damage(
 
         return jax.lax.map(one, keep)
 
-    keeps = jnp.asarray(np.stack([np.ones(width)] + [np.arange(width) != c for c in channels]),
-                        jnp.float32)
+    keeps = jnp.asarray(
+        np.stack([np.ones(width)] + [np.arange(width) != c for c in channels]), jnp.float32
+    )
     tot = np.zeros(len(keeps))
     for i in range(0, len(labels), batch_size):
-        tot += np.asarray(losses(state, keeps, jnp.asarray(images[i : i + batch_size]),
-                                 jnp.asarray(labels[i : i + batch_size])))
+        tot += np.asarray(
+            losses(
+                state,
+                keeps,
+                jnp.asarray(images[i : i + batch_size]),
+                jnp.asarray(labels[i : i + batch_size]),
+            )
+        )
     tot /= len(labels)
     return tot[1:] - tot[0]
 
 
 def peer_replacement(
-    model, graph: ChannelGraph, unit: str, channel: int, cov, mean, *, peers: int = 8,
+    model,
+    graph: ChannelGraph,
+    unit: str,
+    channel: int,
+    cov,
+    mean,
+    *,
+    peers: int = 8,
     ridge: float = 1e-3,
 ):
     """A copy of `model` whose channel is replaced by a ridge reconstruction from its top peers.
@@ -275,8 +299,10 @@ def peer_replacement(
     """
     u = graph.unit(unit)
     if u.depthwise:
-        raise ValueError(f"{unit} is depthwise: a channel's peers see other inputs, so a filter "
-                         "edit cannot express the reconstruction.")
+        raise ValueError(
+            f"{unit} is depthwise: a channel's peers see other inputs, so a filter "
+            "edit cannot express the reconstruction."
+        )
     cov = np.asarray(cov, np.float64)
     mean = np.asarray(mean, np.float64)
     sd = np.sqrt(np.maximum(np.diag(cov), 1e-30))
@@ -358,9 +384,15 @@ def _xy(batch):
 
 
 def train_steps(
-    model, batches: Iterator[Any], *, steps: int, tx: optax.GradientTransformation,
-    graph: ChannelGraph | None = None, masks: Mapping[str, np.ndarray] | None = None,
-    loss_fn: Callable | None = None, callback: Callable[[int, float], None] | None = None,
+    model,
+    batches: Iterator[Any],
+    *,
+    steps: int,
+    tx: optax.GradientTransformation,
+    graph: ChannelGraph | None = None,
+    masks: Mapping[str, np.ndarray] | None = None,
+    loss_fn: Callable | None = None,
+    callback: Callable[[int, float], None] | None = None,
     log_every: int = 100,
 ):
     """`steps` optimizer steps (train-mode BatchNorm) on a copy of `model`; returns it in eval mode.
@@ -382,15 +414,39 @@ def train_steps(
     if steps == 0:
         return nnx.view(new, use_running_average=True)
     gdef, params, rest = nnx.split(nnx.view(new, use_running_average=False), nnx.Param, ...)
-    mult = (jax.tree.map(jnp.ones_like, params) if masks is None
-            else graph_lib.multipliers_like(params, graph, masks))
-    params, rest = _projected_steps(gdef, params, rest, mult, batches, steps=steps, tx=tx,
-                                    loss_fn=loss_fn, callback=callback, log_every=log_every)
+    mult = (
+        jax.tree.map(jnp.ones_like, params)
+        if masks is None
+        else graph_lib.multipliers_like(params, graph, masks)
+    )
+    params, rest = _projected_steps(
+        gdef,
+        params,
+        rest,
+        mult,
+        batches,
+        steps=steps,
+        tx=tx,
+        loss_fn=loss_fn,
+        callback=callback,
+        log_every=log_every,
+    )
     return nnx.view(nnx.merge(gdef, params, rest), use_running_average=True)
 
 
-def _projected_steps(gdef, params, rest, mult, batches, *, steps, tx, loss_fn=None, callback=None,
-                     log_every: int = 100):
+def _projected_steps(
+    gdef,
+    params,
+    rest,
+    mult,
+    batches,
+    *,
+    steps,
+    tx,
+    loss_fn=None,
+    callback=None,
+    log_every: int = 100,
+):
     """`steps` train-mode steps on split state, parameters multiplied by `mult` after each."""
     step = _train_step_fn(gdef, tx, cross_entropy if loss_fn is None else loss_fn)
     opt_state = tx.init(params)
@@ -422,28 +478,56 @@ def _train_step_fn(gdef, tx, loss_fn):
 def sgd(lr: float, momentum: float, weight_decay: float) -> optax.GradientTransformation:
     """PyTorch-style SGD (weight decay added to the gradient before momentum), cached by value;
     built by the one optimizer builder (`redundax.train.optim`)."""
-    section = {"name": "sgd", "lr": lr, "momentum": momentum, "weight_decay": weight_decay,
-               "schedule": "constant"}
+    section = {
+        "name": "sgd",
+        "lr": lr,
+        "momentum": momentum,
+        "weight_decay": weight_decay,
+        "schedule": "constant",
+    }
     return optim.build(section, 1)[0]
 
 
 def finetune(
-    model, graph: ChannelGraph, masks: Mapping[str, np.ndarray], batches: Iterator[Any],
-    *, steps: int, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 1e-4,
+    model,
+    graph: ChannelGraph,
+    masks: Mapping[str, np.ndarray],
+    batches: Iterator[Any],
+    *,
+    steps: int,
+    lr: float = 0.01,
+    momentum: float = 0.9,
+    weight_decay: float = 1e-4,
     loss_fn: Callable | None = None,
 ):
     """Recovery fine-tune of a masked model (App. C: SGD lr 0.01, momentum 0.9, wd 1e-4).
 
     `steps` is the protocol's min(5 epochs, 200 batches) budget; the masks are kept (`train_steps`).
     """
-    return train_steps(model, batches, steps=steps, tx=sgd(lr, momentum, weight_decay), graph=graph, masks=masks,
-                       loss_fn=loss_fn)
+    return train_steps(
+        model,
+        batches,
+        steps=steps,
+        tx=sgd(lr, momentum, weight_decay),
+        graph=graph,
+        masks=masks,
+        loss_fn=loss_fn,
+    )
 
 
 def recovery_accuracies(
-    model, graph: ChannelGraph, masks_seq: Sequence[Mapping[str, np.ndarray]],
-    batches: Callable[[], Iterator[Any]], images, labels, *, steps: int, lr: float = 0.01,
-    momentum: float = 0.9, weight_decay: float = 1e-4, loss_fn: Callable | None = None,
+    model,
+    graph: ChannelGraph,
+    masks_seq: Sequence[Mapping[str, np.ndarray]],
+    batches: Callable[[], Iterator[Any]],
+    images,
+    labels,
+    *,
+    steps: int,
+    lr: float = 0.01,
+    momentum: float = 0.9,
+    weight_decay: float = 1e-4,
+    loss_fn: Callable | None = None,
     batch_size: int = 512,
 ) -> list[float]:
     """Test accuracy after a masked recovery fine-tune, for each mask set in `masks_seq`.
@@ -460,8 +544,16 @@ def recovery_accuracies(
     out = []
     for masks in masks_seq:
         mult = graph_lib.multipliers_like(params, graph, masks)
-        p, r = _projected_steps(gdef, jax.tree.map(lambda a, m: a * m, params, mult), rest, mult,
-                                batches(), steps=steps, tx=tx, loss_fn=loss_fn)
+        p, r = _projected_steps(
+            gdef,
+            jax.tree.map(lambda a, m: a * m, params, mult),
+            rest,
+            mult,
+            batches(),
+            steps=steps,
+            tx=tx,
+            loss_fn=loss_fn,
+        )
         out.append(_evaluate_split(gdef, p, r, images, labels, batch_size)["accuracy"])
     return out
 
@@ -550,7 +642,8 @@ def information_scores(
         out["local_rx"][name] = _z(ix) - _z(rx)
         out["local_compact"][name] = _z(ix) - _z(m["compact"])
         out["task_mi"][name] = np.asarray(m["task_mi"], np.float64)
-        out["composite_pid"][name] = (alpha * _z(m["task_mi"]) - gamma * _z(m["red_t"])
-                                      + gamma * _z(m["syn"]))
+        out["composite_pid"][name] = (
+            alpha * _z(m["task_mi"]) - gamma * _z(m["red_t"]) + gamma * _z(m["syn"])
+        )
         out["pid_no_red"][name] = _z(m["task_mi"]) + _z(m["syn"])
     return out

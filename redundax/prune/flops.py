@@ -62,8 +62,10 @@ def conv_output_hw(model, graph: graph_lib.ChannelGraph, image_shape: Sequence[i
     for u in graph.units:
         key = (*u.conv, "__call__")
         if key not in flat:
-            raise ValueError(f"conv output of {u.name} was not captured; is it an nnx.Conv called "
-                             "in the model's forward pass?")
+            raise ValueError(
+                f"conv output of {u.name} was not captured; is it an nnx.Conv called "
+                "in the model's forward pass?"
+            )
         out[u.name] = (int(flat[key].shape[-3]), int(flat[key].shape[-2]))
     return out
 

@@ -120,13 +120,16 @@ class _Builder:
         self.spaces[name] = Space(name, width, rule, follows)
         return name
 
-    def conv(self, model, prefix: Path, src: str, dst: str, *, depthwise=False, conv="conv",
-             bn="bn") -> Unit:
+    def conv(
+        self, model, prefix: Path, src: str, dst: str, *, depthwise=False, conv="conv", bn="bn"
+    ) -> Unit:
         u = Unit(dotted((*prefix, conv)), (*prefix, conv), (*prefix, bn), src, dst, depthwise)
         c = get_path(model, u.conv)
         if c.out_features != self.spaces[dst].width:
-            raise ValueError(f"{u.name}: {c.out_features} outputs but space {dst!r} has "
-                             f"{self.spaces[dst].width} channels.")
+            raise ValueError(
+                f"{u.name}: {c.out_features} outputs but space {dst!r} has "
+                f"{self.spaces[dst].width} channels."
+            )
         self.units.append(u)
         return u
 
@@ -246,8 +249,9 @@ def check_masks(graph: ChannelGraph, masks: Mapping[str, Any]) -> dict[str, np.n
             raise ValueError(f"`masks` lacks unit {u.name!r}; pass one boolean vector per unit.")
         m = np.asarray(masks[u.name], bool)
         if m.shape != (graph.spaces[u.dst].width,):
-            raise ValueError(f"mask of {u.name!r} must have shape ({graph.spaces[u.dst].width},); "
-                             f"got {m.shape}.")
+            raise ValueError(
+                f"mask of {u.name!r} must have shape ({graph.spaces[u.dst].width},); got {m.shape}."
+            )
         out[u.name] = m
     extra = set(masks) - set(out)
     if extra:

@@ -338,8 +338,13 @@ def adamw_warmup_step(loss_fn, steps, learning_rate, weight_decay, warmup_fracti
     from redundax.train import step as step_lib
 
     warmup = max(1, int(warmup_fraction * steps))
-    section = {"name": "adamw", "lr": learning_rate, "weight_decay": weight_decay,
-               "schedule": "linear", "warmup_steps": warmup}
+    section = {
+        "name": "adamw",
+        "lr": learning_rate,
+        "weight_decay": weight_decay,
+        "schedule": "linear",
+        "warmup_steps": warmup,
+    }
     tx, schedule = optim.build(section, max(steps, 2))
     return tx, schedule, step_lib.make_train_step(loss_fn, tx, learning_rate=schedule)
 
