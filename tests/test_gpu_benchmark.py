@@ -57,6 +57,7 @@ def test_cpu_tiny_mode_runs_every_section(tmp_path):
         "redreg(idle)+sgd",
         "redreg(per_modality)+sgd",
         "ogm_ge+sgd",
+        "ogm_ge(inverse_cdf)+sgd",
     }
     assert updates["sgd"]["x_sgd"] == 1.0
     assert report["transforms"]["suppression_step"]["max_relative_error"] < 1e-4
