@@ -31,6 +31,8 @@ from sklearn.datasets import load_digits
 
 import redundax.functionals as F
 from redundax.plots.estimators import estimates_with_intervals
+from redundax.train import state as state_lib
+from redundax.train import step as step_lib
 from redundax.train.metrics import write_json
 
 
@@ -92,24 +94,21 @@ class MLP(nnx.Module):
 
 
 def train_classifier(x, y, *, steps: int, hidden: int = 32, seed: int = 0) -> MLP:
-    """Full-batch Adam on softmax cross-entropy: a small trained network to read activations from."""
-    graphdef, params = nnx.split(MLP(hidden, rngs=nnx.Rngs(seed)))
+    """Full-batch Adam on softmax cross-entropy through the engine's train step: a small trained
+    network to read activations from."""
     tx = optax.adam(1e-2)
 
-    def loss(p, x, y):
-        logits = nnx.merge(graphdef, p)(x)
-        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    def loss_fn(model: MLP, batch: dict, rng: jax.Array) -> tuple[jax.Array, dict]:
+        del rng  # deterministic
+        logits = model(batch["x"])
+        return optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean(), {}
 
-    @jax.jit
-    def fit(p, x, y):
-        def step(carry, _):
-            p, s = carry
-            updates, s = tx.update(jax.grad(loss)(p, x, y), s, p)
-            return (optax.apply_updates(p, updates), s), None
-
-        return jax.lax.scan(step, (p, tx.init(p)), length=steps)[0][0]
-
-    return nnx.merge(graphdef, fit(params, x, y))
+    state = state_lib.create(MLP(hidden, rngs=nnx.Rngs(seed)), tx, seed)
+    train_step = step_lib.make_train_step(loss_fn, tx)
+    batch = {"x": x, "y": y}
+    for _ in range(steps):
+        state, _ = train_step(state, batch)
+    return state.model()
 
 
 @functools.lru_cache(maxsize=4)

@@ -4,25 +4,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from scipy.spatial import cKDTree
-from scipy.special import digamma
 
 import redundax.functionals as F
-
-
-def ksg_reference(x, k=3):
-    """KSG eq. 9 with scipy's k-d tree (joint k-NN) and ball counts (strict marginal radius)."""
-    x = (x - x.mean(0)) / x.std(0)
-    n, d = x.shape
-    eps = cKDTree(x).query(x, k=k + 1, p=np.inf)[0][:, k]
-    total = np.zeros(n)
-    for j in range(d):
-        col = x[:, j : j + 1]
-        inside = cKDTree(col).query_ball_point(
-            col, np.nextafter(eps, 0), p=np.inf, return_length=True
-        )
-        total += digamma(inside)  # inside includes the point itself: psi(n_j + 1)
-    return digamma(k) + (d - 1) * digamma(n) - total.mean()
+from benchmarks.estimators import np_ksg as ksg_reference  # KSG eq. 9 with scipy's k-d tree
 
 
 def _equicorrelated(d, n, rho, seed):
