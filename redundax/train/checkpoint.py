@@ -69,6 +69,9 @@ IGNORED_FIELDS: tuple[str, ...] = (
     "r_star",  # mae: post-hoc fit on the members' results
     "monitor",  # the redundancy monitor only observes training
     "eval.final_epochs",  # mae: post-hoc averaging window of the members' histories
+    "eval.every_epochs",  # evaluation cadence (what is evaluated must match)
+    "eval.every_steps",
+    "checkpoint",  # checkpoint cadence and retention: resumes are bit-identical whatever it is
 )
 CHECKPOINT_DIR = "checkpoints"  # under the workdir
 CONFIG_FILE = "config.json"  # in the checkpoint directory

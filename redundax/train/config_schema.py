@@ -41,6 +41,11 @@ RENAMED: dict[str, str] = {
     "run.checkpoint_every_epochs": "checkpoint.every_epochs",
     "run.checkpoint_every": "checkpoint.every_steps",
     "run.keep_checkpoints": "checkpoint.keep",
+    "run.eval_every_epochs": "eval.every_epochs",
+    "run.eval_every": "eval.every_steps",
+    "eval_every": "eval.every_steps",
+    "optim.num_epochs": "train.epochs",
+    "optim.steps": "train.steps",
 }
 
 _EPOCH_FIELDS = {"boundary_epochs": "boundaries", "warmup_epochs": "warmup_steps"}
