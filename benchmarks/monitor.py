@@ -170,7 +170,7 @@ def part_b() -> dict:
         for enabled in (True, False):
             config = classify_config.get_config()
             config.monitor.enabled = enabled
-            config.run.checkpoint_every = 10**6  # only the final save, in both runs
+            config.checkpoint.every_steps = 10**6  # only the final save, in both runs
             with tempfile.TemporaryDirectory() as workdir:
                 t = time.perf_counter()
                 res = classify.run(config, pathlib.Path(workdir))

@@ -17,8 +17,13 @@ The `monitor` section (on by default) measures the redundancy of every conv laye
 cadence (6 epochs) the evaluations cost about 2% of the training time, plus a one-time compilation
 of the first one (benchmarks/monitor.py).
 
-The `run` and `monitor` sections (logging, evaluation, checkpoint and monitor cadence) may change
-when a run is resumed; every other field must match the checkpoint's.
+The schema is the one of every experiment (`redundax.train.config_schema`): `data.name`,
+`data.data_dir`, `data.batch_size`, `train.epochs` / `train.steps`, `optim.*`
+(`redundax.train.optim.build`), `eval.*`, `checkpoint.*`, `run.*`; an old field name
+(`num_epochs`, `data.dir`, `run.checkpoint_every`, ...) is an error naming its successor. The
+`run`, `checkpoint` and `monitor` sections, `eval.every_epochs` and `data.data_dir` may change
+when a run is resumed (`redundax.train.checkpoint.IGNORED_FIELDS`); every other field must match
+the checkpoint's.
 """
 
 from __future__ import annotations
@@ -33,14 +38,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "sklearn_digits"
-    c.data.dir = config_dict.placeholder(str)  # None: $REDUNDAX_DATA_DIR or ~/tensorflow_datasets
+    # None: $REDUNDAX_DATA_DIR, else ~/tensorflow_datasets
+    c.data.data_dir = config_dict.placeholder(str)
     c.data.batch_size = 64  # global, over all processes and devices
     c.data.augment = True  # digits: 1-pixel shifts; CIFAR: crop with padding 4 + flip
-    c.data.eval_batch_size = 512
 
     c.model = ml_collections.ConfigDict()
     c.model.widths = (16, 32, 64)
     c.model.blocks = (1, 1, 1)
+
+    c.train = ml_collections.ConfigDict()
+    c.train.epochs = 30
+    c.train.steps = config_dict.placeholder(int)  # set: train this many steps instead
 
     c.optim = ml_collections.ConfigDict()
     c.optim.name = "sgd"  # redundax.train.optim.build
@@ -55,14 +64,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # a NaN/Inf loss or gradient: False stops the run (exit 3), True skips that update
     c.optim.skip_nonfinite = False
 
-    c.num_epochs = 30
-    c.num_steps = config_dict.placeholder(int)  # set: train this many steps instead
+    c.eval = ml_collections.ConfigDict()
+    c.eval.batch_size = 512  # global
+    c.eval.every_epochs = 5  # and at the end
+
+    c.checkpoint = ml_collections.ConfigDict()
+    c.checkpoint.every_steps = 200  # and on SIGTERM and at the end
+    c.checkpoint.keep = 2
 
     c.run = ml_collections.ConfigDict()
     c.run.log_every = 20  # steps
-    c.run.eval_every_epochs = 5
-    c.run.checkpoint_every = 200  # steps
-    c.run.keep_checkpoints = 2
     c.run.progress = config_dict.placeholder(bool)  # None: a bar when stdout is a terminal
     c.run.log_batches = False  # record batch fingerprints in batches.jsonl
 
@@ -80,11 +91,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if arg == "smoke":
         c.model.widths = (8, 16)
         c.model.blocks = (1, 1)
-        c.num_epochs = 3
+        c.train.epochs = 3
         c.optim.warmup_epochs = 0
         c.run.log_every = 5
-        c.run.eval_every_epochs = 1
-        c.run.checkpoint_every = 20
+        c.eval.every_epochs = 1
+        c.checkpoint.every_steps = 20
         c.monitor.every_steps = 20
         c.monitor.num_examples = 64
         return c
@@ -95,10 +106,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.model.blocks = (2, 2, 2, 2)
         c.optim.nesterov = False
         c.optim.warmup_epochs = 0
-        c.num_epochs = 200
+        c.train.epochs = 200
         c.run.log_every = 100
-        c.run.eval_every_epochs = 10
-        c.run.checkpoint_every = 1000
+        c.eval.every_epochs = 10
+        c.checkpoint.every_steps = 1000
         c.monitor.every_steps = 3910  # 10 epochs
         c.monitor.num_examples = 1024
         return c

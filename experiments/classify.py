@@ -23,9 +23,10 @@ import numpy as np
 import optax
 from flax import nnx
 
+from configs import classify as classify_config
 from redundax import data, monitor
 from redundax.models.resnet import ResNet
-from redundax.train import checkpoint, cli, loop, metrics, optim, step
+from redundax.train import checkpoint, cli, config_schema, loop, metrics, optim, step
 from redundax.train import mesh as mesh_lib
 from redundax.train import state as state_lib
 
@@ -43,12 +44,13 @@ def make_model(config: ml_collections.ConfigDict, spec: data.DatasetSpec) -> Res
 
 
 def num_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -> int:
-    """`config.num_steps` if set, else `num_epochs` epochs."""
-    if config.num_steps is not None:
-        if config.num_steps < 1:
-            raise ValueError(f"config.num_steps must be >= 1 or None; got {config.num_steps}.")
-        return config.num_steps
-    return config.num_epochs * steps_per_epoch
+    """`config.train.steps` if set, else `config.train.epochs` epochs."""
+    steps = config.train.steps
+    if steps is not None:
+        if steps < 1:
+            raise ValueError(f"config.train.steps must be >= 1 or None; got {steps}.")
+        return steps
+    return config.train.epochs * steps_per_epoch
 
 
 def make_optimizer(
@@ -63,8 +65,9 @@ def make_optimizer(
     o = config.optim
     updates_per_epoch = max(1, steps_per_epoch // o.accumulate_steps)
     total = max(1, num_steps(config, steps_per_epoch) // o.accumulate_steps)
-    warmup = min(o.warmup_epochs * updates_per_epoch, total - 1)
-    tx, schedule = optim.build({**o.to_dict(), "warmup_steps": warmup}, total)
+    section = config_schema.epochs_to_steps(o, updates_per_epoch)
+    section["warmup_steps"] = min(section["warmup_steps"], total - 1)
+    tx, schedule = optim.build(section, total)
     return step.accumulate(tx, o.accumulate_steps), schedule
 
 
@@ -118,15 +121,25 @@ def write_results(workdir: pathlib.Path, results: dict[str, Any]) -> None:
     )
 
 
-def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str, Any] | None:
-    """Train and evaluate; returns the results (None when stopped by a preemption)."""
+def run(
+    config: ml_collections.ConfigDict,
+    workdir: pathlib.Path,
+    *,
+    schema: ml_collections.ConfigDict | None = None,
+) -> dict[str, Any] | None:
+    """Train and evaluate; returns the results (None when stopped by a preemption).
+
+    `config` must have the fields of `schema` (default: configs/classify.py's default config;
+    `redundax.train.config_schema.check_fields`), checked before anything is created.
+    """
     start = time.time()
+    config_schema.check_fields(config, classify_config.get_config() if schema is None else schema)
     # ------------------------------------------------------------------ mesh
     mesh = mesh_lib.make_data_mesh()
 
     # ------------------------------------------------------------------ data
     spec = data.dataset_info(config.data.name)
-    train_source = data.get_source(config.data.name, "train", config.data.dir)
+    train_source = data.get_source(config.data.name, "train", config.data.data_dir)
     steps_per_epoch = data.steps_per_epoch(len(train_source), config.data.batch_size)
     total_steps = num_steps(config, steps_per_epoch)
     batches = data.make_iterator(
@@ -135,7 +148,7 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str, A
         seed=config.seed,
         augment=config.data.augment,
     )
-    test_images, test_labels = data.load_arrays(config.data.name, "test", config.data.dir)
+    test_images, test_labels = data.load_arrays(config.data.name, "test", config.data.data_dir)
     test_set = {"image": test_images, "label": test_labels}
 
     # ------------------------------------------------------------------ model and optimizer
@@ -147,8 +160,8 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str, A
     # ------------------------------------------------------------------ checkpoint (resume)
     ckpt = checkpoint.Checkpointer(
         workdir / checkpoint.CHECKPOINT_DIR,
-        every=config.run.checkpoint_every,
-        keep=config.run.keep_checkpoints,
+        every=config.checkpoint.every_steps,
+        keep=config.checkpoint.keep,
         config=config,
     )
     state = ckpt.restore(state, batches)
@@ -167,9 +180,7 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str, A
     last_eval: dict[int, dict[str, float]] = {}
 
     def evaluate(s: state_lib.TrainState) -> dict[str, float]:
-        values = loop.evaluate(
-            eval_step, s, test_set, batch_size=config.data.eval_batch_size, mesh=mesh
-        )
+        values = loop.evaluate(eval_step, s, test_set, batch_size=config.eval.batch_size, mesh=mesh)
         last_eval.clear()
         last_eval[int(mesh_lib.to_host(s.step))] = {f"test/{k}": v for k, v in values.items()}
         return next(iter(last_eval.values()))
@@ -185,7 +196,7 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str, A
             writer=writer,
             checkpointer=ckpt,
             eval_fn=evaluate,
-            eval_every=config.run.eval_every_epochs * steps_per_epoch,
+            eval_every=config.eval.every_epochs * steps_per_epoch,
             log_every=config.run.log_every,
             progress=config.run.progress,
             log_batches=config.run.log_batches,

@@ -21,6 +21,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from configs import monitor as monitor_config
 from experiments import classify
 from redundax import monitor, text
 from redundax.models import hf_loader
@@ -49,7 +50,7 @@ def write(workdir: pathlib.Path, results: dict[str, Any], table: str) -> None:
 
 
 def run_classify(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str, Any]:
-    trained = classify.run(config, workdir)
+    trained = classify.run(config, workdir, schema=monitor_config.get_config())
     if trained is None:
         return None  # preempted: re-run to resume
     records = metrics.read_jsonl(workdir / metrics.METRICS_FILE)

@@ -39,9 +39,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tests" / "scripts" / "classify_run.py"
 STEPS = 8
 OVERRIDES = {
-    "num_steps": STEPS,
+    "train.steps": STEPS,
     "data.batch_size": 32,
-    "run.checkpoint_every": 3,
+    "checkpoint.every_steps": 3,
     "run.log_batches": True,
     "run.log_every": 1,
 }
@@ -120,9 +120,9 @@ def _finish(proc, expected_rc=0, timeout=300) -> str:
 
 def _test_config():
     config = classify_config.get_config("smoke")
-    config.num_steps = STEPS
+    config.train.steps = STEPS
     config.data.batch_size = 32
-    config.run.checkpoint_every = 3
+    config.checkpoint.every_steps = 3
     config.run.log_batches = True
     config.run.log_every = 1
     return config
@@ -134,10 +134,23 @@ def reference(tmp_path_factory, data_dir):
     assert jax.device_count() == 1
     workdir = tmp_path_factory.mktemp("reference")
     config = _test_config()
-    config.data.dir = str(data_dir)  # `data.dir` may differ between runs of one config
+    config.data.data_dir = str(data_dir)  # `data.data_dir` may differ between runs of one config
     results = classify.run(config, workdir)
     assert results is not None and results["steps"] == STEPS
     return workdir
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [("num_epochs", "train.epochs"), ("data.eval_batch_size", "eval.batch_size")],
+)
+def test_run_refuses_an_old_field_before_creating_anything(tmp_path, old, new):
+    config = classify_config.get_config("smoke")
+    section, _, name = old.rpartition(".")
+    (config[section] if section else config)[name] = 3
+    with pytest.raises(ValueError, match=rf"config\.{old} is now config\.{new}"):
+        classify.run(config, tmp_path / "w")
+    assert not (tmp_path / "w").exists()
 
 
 def _final(workdir) -> tuple[int, dict]:
@@ -186,7 +199,7 @@ def test_two_processes_agree_survive_preemption_and_write_metrics_once(
         port = _free_port()
         return [
             _launch(tmp_path, data_dir, script_args=script_args,
-                    extra_flags=["--config.run.checkpoint_every=100",  # only the stop and final saves
+                    extra_flags=["--config.checkpoint.every_steps=100",  # only the stop and final saves
                                  f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
                                  f"--process_id={i}"])
             for i in range(2)
@@ -294,7 +307,7 @@ def test_smoke_preset_end_to_end(data_dir, tmp_path):
         assert (tmp_path / name).exists(), name
     assert list((tmp_path / "tensorboard").iterdir())
     config = json.loads((tmp_path / "config.json").read_text())
-    assert config["model"]["widths"] == [8, 16] and config["num_epochs"] == 3
+    assert config["model"]["widths"] == [8, 16] and config["train"]["epochs"] == 3
     results = json.loads((tmp_path / "results.json").read_text())
     assert f"{results['test_accuracy']:.4g}" in (tmp_path / "results.md").read_text()
     records = metrics.read_jsonl(tmp_path / "metrics.jsonl")

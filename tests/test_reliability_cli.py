@@ -41,6 +41,45 @@ CASES = {
         ["--config=configs/classify.py:smoke", "--config.data.batch_size=0"],
         ["config.data.batch_size must be >= 1; got 0"],
     ),
+    "train.steps=0": (
+        ["--config=configs/classify.py:smoke", "--config.train.steps=0"],
+        ["config.train.steps must be >= 1; got 0"],
+    ),
+    "an old field name": (
+        ["--config=configs/classify.py:smoke", "--config.num_epochs=3"],
+        ["config.num_epochs is now config.train.epochs"],
+    ),
+    "an old nested field name": (
+        ["--config=configs/classify.py:smoke", "--config.run.checkpoint_every=5"],
+        ["config.run.checkpoint_every is now config.checkpoint.every_steps"],
+    ),
+}
+
+# Config files with old or misspelt fields (loaded like any config file, from the repository root).
+CONFIG_FILES = {
+    "a misspelt field": (
+        "from configs import classify\n\n\ndef get_config(arg=None):\n"
+        "    c = classify.get_config(arg)\n    c.train.epoch = 3\n    return c\n",
+        ["config.train.epoch is unknown; did you mean config.train.epochs?"],
+    ),
+    "an old field next to the schema": (
+        "from configs import classify\n\n\ndef get_config(arg=None):\n"
+        "    c = classify.get_config(arg)\n    c.data.eval_batch_size = 256\n    return c\n",
+        ["config.data.eval_batch_size is now config.eval.batch_size"],
+    ),
+    "the old schema": (  # the fields of configs/classify.py before the one schema
+        "import ml_collections\n\n\ndef get_config(arg=None):\n"
+        "    c = ml_collections.ConfigDict()\n    c.seed = 0\n"
+        "    c.data = dict(name='sklearn_digits', dir=None, batch_size=64)\n"
+        "    c.model = dict(widths=(8, 16), blocks=(1, 1))\n    c.optim = dict(lr=0.1)\n"
+        "    c.num_epochs = 3\n    c.run = dict(log_every=5, checkpoint_every=20)\n"
+        "    c.monitor = dict(enabled=False)\n    return c\n",
+        [
+            "config.num_epochs is now config.train.epochs",
+            "config.data.dir is now config.data.data_dir",
+            "config.run.checkpoint_every is now config.checkpoint.every_steps",
+        ],
+    ),
 }
 
 
@@ -49,6 +88,17 @@ def test_config_errors_exit_2_without_traceback_and_create_nothing(case, tmp_pat
     args, needles = CASES[case]
     workdir = tmp_path / "w"
     proc = _run(*args, f"--workdir={workdir}")
+    _assert_usage_error(proc, *needles)
+    assert not workdir.exists()
+
+
+@pytest.mark.parametrize("case", list(CONFIG_FILES))
+def test_old_or_misspelt_fields_of_a_config_file_are_named_with_the_right_field(case, tmp_path):
+    source, needles = CONFIG_FILES[case]
+    path = tmp_path / "my_config.py"
+    path.write_text(source)
+    workdir = tmp_path / "w"
+    proc = _run(f"--config={path}", f"--workdir={workdir}")
     _assert_usage_error(proc, *needles)
     assert not workdir.exists()
 
@@ -94,5 +144,5 @@ def test_config_problem_accepts_every_preset_of_its_own_experiment():
         config = classify_config.get_config(preset)
         assert cli.config_problem(config, str(ROOT / "configs" / "classify.py")) is None
     config = classify_config.get_config("smoke")
-    config.data.eval_batch_size = -1
-    assert "data.eval_batch_size must be >= 1" in cli.config_problem(config)
+    config.eval.batch_size = -1
+    assert "eval.batch_size must be >= 1" in cli.config_problem(config)

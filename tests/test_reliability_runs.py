@@ -23,9 +23,9 @@ SCRIPT = ROOT / "tests" / "scripts" / "classify_run.py"
 STEPS = 8
 FLAGS = [
     f"--config={ROOT / 'configs' / 'classify.py'}:smoke",
-    f"--config.num_steps={STEPS}",
+    f"--config.train.steps={STEPS}",
     "--config.data.batch_size=32",
-    "--config.run.checkpoint_every=3",
+    "--config.checkpoint.every_steps=3",
     "--config.run.log_every=1",
     "--config.run.log_batches=true",
 ]

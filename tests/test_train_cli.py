@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import pathlib
@@ -31,7 +32,7 @@ def _run_cli(*args: str) -> subprocess.CompletedProcess:
 def test_presets_and_unknown_preset():
     default, smoke = classify_config.get_config(), classify_config.get_config("smoke")
     assert default.data.name == smoke.data.name == "sklearn_digits"
-    assert smoke.num_epochs < default.num_epochs
+    assert smoke.train.epochs < default.train.epochs
     cifar = classify_config.get_config("cifar100")
     assert tuple(cifar.model.widths) == (64, 128, 256, 512)
     assert tuple(cifar.model.blocks) == (2, 2, 2, 2)
@@ -47,6 +48,44 @@ def test_unknown_config_field_message_names_the_field():
     message = cli.unknown_config_field(config, ["--config.optimm.lr=0.1"])
     assert "the config has no field 'optimm'" in message and "'optim'" in message
     assert cli.unknown_config_field(config, ["--config.optim.lr=0.2"]) is None
+
+
+def test_unknown_config_field_names_the_new_name_of_an_old_field():
+    config = classify_config.get_config()
+    message = cli.unknown_config_field(config, ["--config.num_epochs=3"])
+    assert "config.num_epochs is now config.train.epochs" in message
+    message = cli.unknown_config_field(config, ["--config.data.dir=/d"])
+    assert "config.data.dir is now config.data.data_dir" in message
+    message = cli.unknown_config_field(config, ["--config.run.keep_checkpoints=1"])
+    assert "config.run.keep_checkpoints is now config.checkpoint.keep" in message
+    # a misspelt section is not an old name of the field under it
+    assert "is now" not in cli.unknown_config_field(config, ["--config.optimm.lr=0.1"])
+
+
+# Every preset of every experiment: the CLI's schema check (`config_problem`, which runs
+# `config_schema.check_fields` against the default config) must accept it.
+PRESETS = {
+    "classify": (None, "smoke", "cifar10", "cifar100"),
+    "monitor": (None, "smoke", "minilm"),
+    "multimodal": (None, "smoke", "cremad", "kinetics_sounds"),
+    "mae": (None, "smoke", "cifar100"),
+    "channels": (None, "smoke", "cifar100"),
+    "layers": (None, "smoke", "glue"),
+}
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_every_preset_passes_the_schema_check_of_its_experiment(name):
+    module = importlib.import_module(f"configs.{name}")
+    for preset in PRESETS[name]:
+        problem = cli.config_problem(
+            module.get_config(preset), str(ROOT / "configs" / f"{name}.py")
+        )
+        assert problem is None, (preset, problem)
+    config = module.get_config()
+    config.num_epochs = 3  # an old field name next to the schema's
+    problem = cli.config_problem(config, str(ROOT / "configs" / f"{name}.py"))
+    assert "config.num_epochs is now config." in problem
 
 
 def test_cli_rejects_an_unknown_field_before_doing_anything(tmp_path):

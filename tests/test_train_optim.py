@@ -208,7 +208,7 @@ def test_mask_shape_mismatch_is_named():
 
 def test_classify_optimizer_is_its_former_hand_written_chain():
     config = classify_config.get_config()
-    config.num_epochs = 3
+    config.train.epochs = 3
     tx, schedule = classify.make_optimizer(config, steps_per_epoch=4)
     o, total, warmup = config.optim, 12, 4
     reference = optax.chain(

@@ -51,7 +51,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from redundax.train import checkpoint, failures
+from redundax.train import checkpoint, config_schema, failures
 
 CONFIG_FILE = "config.json"
 
@@ -150,15 +150,24 @@ def _load_config(spec: str) -> Any:
 
 
 def unknown_config_field(config: Any, argv: Sequence[str]) -> str | None:
-    """An error message for the first `--config.a.b=v` naming a field `config` lacks."""
+    """An error message for the first `--config.a.b=v` naming a field `config` lacks (and its
+    new name when it is an old one, `config_schema.RENAMED`)."""
     for arg in argv:
         if not arg.startswith("--config."):
             continue
         dotted = arg[len("--config.") :].split("=", 1)[0]
         node, walked = config, []
-        for part in dotted.split("."):
+        parts = dotted.split(".")
+        for part in parts:
             keys = list(node.keys()) if hasattr(node, "keys") else []
             if part not in keys:
+                renamed = config_schema.renamed_field(dotted)
+                last = len(walked) == len(parts) - 1  # its sections exist: an old field name
+                if last and renamed is not None and _has_field(config, renamed):
+                    return (
+                        f"Unknown config field {dotted!r} in {arg.split('=', 1)[0]}: "
+                        f"config.{dotted} is now config.{renamed} (--config.{renamed}=...)."
+                    )
                 where = ".".join(walked) or "the config"
                 close = difflib.get_close_matches(part, [str(k) for k in keys], n=3)
                 hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
@@ -169,6 +178,15 @@ def unknown_config_field(config: Any, argv: Sequence[str]) -> str | None:
             walked.append(part)
             node = node[part]
     return None
+
+
+def _has_field(config: Any, dotted: str) -> bool:
+    node = config
+    for part in dotted.split("."):
+        if not hasattr(node, "keys") or part not in node.keys():
+            return False
+        node = node[part]
+    return True
 
 
 def usage_exit(message: str) -> NoReturn:
@@ -215,7 +233,8 @@ def _flags_parser(default_config: str) -> Callable[[list[str]], list[str]]:
 
 # ---------------------------------------------------------------------------- config checks
 
-_POSITIVE_FIELDS = ("num_epochs", "epochs", "num_steps")  # and every "*batch_size"
+# names (at any depth) or dotted paths; and every "*batch_size"
+_POSITIVE_FIELDS = ("num_epochs", "epochs", "num_steps", "train.steps")
 
 
 def _leaves(tree: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -232,7 +251,10 @@ def config_problem(config: Any, default_config: str | None = None) -> str | None
     """A message for a config that cannot run, or None.
 
     Checks that `config` has the top-level sections of the experiment's default config (another
-    experiment's config is named as such) and that batch sizes, epoch and step counts are >= 1.
+    experiment's config is named as such; old field names of the config are named with their new
+    names), that every field is one of the default config's (`config_schema.check_fields`: an
+    old or misspelt field is named with the right one) and that batch sizes, epoch and step
+    counts are >= 1.
     """
     if default_config is not None:
         try:
@@ -242,14 +264,26 @@ def config_problem(config: Any, default_config: str | None = None) -> str | None
         if expected is not None:
             missing = sorted(set(expected.keys()) - set(config.keys()))
             if missing:
+                old = [
+                    f"config.{name} is now config.{new}"
+                    for name, _ in _leaves(config)
+                    if (new := config_schema.renamed_field(name)) and _has_field(expected, new)
+                ]
                 return (
                     f"this config is not a config of this experiment (it lacks "
                     f"{', '.join(map(repr, missing))}); pass this experiment's own config, "
                     f"{default_config}[:preset]."
+                    + (f" Old field names: {'; '.join(old)}." if old else "")
                 )
+            try:
+                config_schema.check_fields(config, expected)
+            except ValueError as error:
+                return f"{error} (the fields are those of {default_config})"
     for name, value in _leaves(config):
         last = name.rsplit(".", 1)[-1]
-        positive = last.endswith("batch_size") or last in _POSITIVE_FIELDS
+        positive = (
+            last.endswith("batch_size") or last in _POSITIVE_FIELDS or name in _POSITIVE_FIELDS
+        )
         if positive and isinstance(value, int) and not isinstance(value, bool) and value < 1:
             return f"config.{name} must be >= 1; got {value} (--config.{name}=<positive int>)."
     return None

@@ -12,6 +12,8 @@ each experiment adds its own sections (a model, a method's hyper-parameters).
 - `epochs_to_steps(optim, steps_per_epoch) -> dict`: an `optim` section whose epoch-valued
   fields (`boundary_epochs`, `warmup_epochs`) are turned into the step-valued fields
   `redundax.train.optim.build` reads (`boundaries`, `warmup_steps`).
+- `renamed_field(path, renamed=RENAMED) -> str | None`: the schema's name of an old field (by
+  its dotted path, else by its bare name), or None.
 - `RENAMED`: the old spellings of the experiments' configs -> the schema's fields.
 """
 
@@ -71,9 +73,16 @@ def _paths(tree: Mapping[str, Any], prefix: str = "") -> list[str]:
     return out
 
 
-def _hint(path: str, allowed: list[str], renamed: Mapping[str, str]) -> str:
+def renamed_field(path: str, renamed: Mapping[str, str] | None = None) -> str | None:
+    """The new name of the old field `path` (module docstring), or None."""
+    renamed = RENAMED if renamed is None else renamed
     new = renamed.get(path) or renamed.get(path.rsplit(".", 1)[-1])
-    if new is not None and new != path:
+    return None if new == path else new
+
+
+def _hint(path: str, allowed: list[str], renamed: Mapping[str, str]) -> str:
+    new = renamed_field(path, renamed)
+    if new is not None:
         return f"config.{path} is now config.{new}"
     close = difflib.get_close_matches(path, allowed, n=1, cutoff=0.6)
     if not close:  # a field put in the wrong section: match its last name
