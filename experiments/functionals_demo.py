@@ -11,7 +11,8 @@ Part 2 trains a small MLP classifier (64 -> 32 tanh -> 10) for a few hundred Ada
 the total correlation R_KL of a few of its hidden units three ways, each with a 95% interval:
 the Gaussian closed form (bootstrap), the KSG nearest-neighbour estimator (subsampling, since
 bootstrap duplicates bias KSG) and the variational Fenchel-dual lower bound (bootstrap over held-out
-samples), next to the Gaussian O-information of the same units (> 0: redundancy-dominated).
+samples), next to the Gaussian O-information of the same units (> 0: redundancy-dominated)
+(`redundax.analysis.estimators.compare_estimators`).
 
 Writes to `--workdir`: `results.json`, `results.md` (both tables) and `estimators.png`.
 """
@@ -30,6 +31,7 @@ from flax import nnx
 from sklearn.datasets import load_digits
 
 import redundax.functionals as F
+from redundax.analysis.estimators import compare_estimators
 from redundax.plots.estimators import estimates_with_intervals
 from redundax.train import state as state_lib
 from redundax.train import step as step_lib
@@ -125,59 +127,6 @@ def digits_activations(train_steps: int, seed: int = 0) -> tuple[np.ndarray, flo
     model = train_classifier(jnp.asarray(x[tr]), jnp.asarray(y[tr]), steps=train_steps, seed=seed)
     acc = float(jnp.mean(jnp.argmax(model(jnp.asarray(x[te])), -1) == jnp.asarray(y[te])))
     return np.asarray(model.features(jnp.asarray(x))), acc
-
-
-def _row(units: str, estimator: str, iv: F.Interval, note: str) -> dict:
-    return {
-        "units": units,
-        "estimator": estimator,
-        "estimate": float(iv.estimate),
-        "low": float(iv.low),
-        "high": float(iv.high),
-        "note": note,
-    }
-
-
-def compare_estimators(
-    acts: np.ndarray,
-    unit_counts: list[int],
-    *,
-    key: jax.Array,
-    num_resamples: int = 200,
-    variational_steps: int = 3000,
-) -> list[dict]:
-    """Part 2: Gaussian / KSG / variational TC (and Gaussian O-information) of the most variable units."""
-    order = np.argsort(-acts.var(0))
-    rows = []
-    for d in unit_counts:
-        z = jnp.asarray(acts[:, np.sort(order[:d])])
-        label = f"top-{d} units"
-        n = z.shape[0]
-        keys = jax.random.split(jax.random.fold_in(key, d), 4)
-        gauss = F.bootstrap_interval(
-            F.gaussian_total_correlation, z, key=keys[0], num_resamples=num_resamples
-        )
-        rows.append(_row(label, "Gaussian TC", gauss, "-1/2 log det C; bootstrap"))
-        ksg = F.bootstrap_interval(
-            F.ksg_total_correlation,
-            z,
-            key=keys[1],
-            num_resamples=max(num_resamples // 4, 8),
-            subsample_size=n // 2,
-        )
-        rows.append(_row(label, "KSG TC", ksg, "k=3; subsampling m=n/2"))
-        var = F.variational_redundancy(
-            z, "kl", key=keys[2], hidden=(32, 32), max_steps=variational_steps, patience=3,
-            num_resamples=num_resamples,
-        )  # fmt: skip
-        rows.append(
-            _row(label, "variational KL", var.interval, f"lower bound; {var.steps} steps; held-out")
-        )
-        o = F.bootstrap_interval(
-            F.gaussian_o_information, z, key=keys[3], num_resamples=num_resamples
-        )
-        rows.append(_row(label, "Gaussian O-info", o, "TC - DTC (> 0: redundancy); bootstrap"))
-    return rows
 
 
 def markdown(rows: list[dict], columns: list[str]) -> str:
