@@ -74,3 +74,47 @@ def test_bad_loop_arguments(tmp_path):
         _run(tmp_path, log_every=1, steps=-1)
     with pytest.raises(ValueError, match="log_every"):
         _run(tmp_path, log_every=0)
+
+
+def test_pluggable_evaluators_run_at_their_cadence_next_to_eval_fn(tmp_path):
+    seen = {"a": [], "b": []}
+
+    def make(name):
+        def fn(state):
+            seen[name].append(int(state.step))
+            return {"value": 10.0 * int(state.step)}
+
+        return loop.Evaluator(fn, every=2 if name == "a" else 5)
+
+    _, records = _run(
+        tmp_path,
+        log_every=10,
+        steps=7,
+        eval_fn=lambda s: {"test/step": float(s.step)},
+        eval_every=3,
+        evaluators={"a": make("a"), "b": make("b")},
+    )
+    assert seen == {"a": [2, 4, 6, 7], "b": [5, 7]}  # every `every` steps and at the end
+    evaluated = {r["step"]: r for r in records if "train/loss" not in r}  # one record a step
+    assert sorted(evaluated) == [2, 3, 4, 5, 6, 7]
+    assert evaluated[6] == {"step": 6, "test/step": 6.0, "a/value": 60.0}
+    assert evaluated[7] == {"step": 7, "test/step": 7.0, "a/value": 70.0, "b/value": 70.0}
+
+
+@pytest.mark.parametrize("batch_size", [1, 4, 9, 5, 7, 100])  # 36 examples: some divide it
+def test_evaluate_equals_the_numpy_mean_whatever_the_batch_size(batch_size):
+    mesh = mesh_lib.make_data_mesh()
+    model = nnx.Linear(3, 1, rngs=nnx.Rngs(0))
+    state = mesh_lib.replicate(state_lib.create(model, optax.sgd(0.1), 0), mesh)
+    rng = np.random.default_rng(1)
+    arrays = {"x": rng.normal(size=(36, 3)).astype(np.float32),
+              "y": rng.normal(size=(36, 1)).astype(np.float32)}  # fmt: skip
+
+    def metric_fn(model, batch):
+        return {"sq": jnp.sum((model(batch["x"]) - batch["y"]) ** 2, -1)}
+
+    eval_step = step.make_eval_step(metric_fn, mesh=mesh)
+    got = loop.evaluate(eval_step, state, arrays, batch_size=batch_size, mesh=mesh)
+    w, b = np.asarray(model.kernel[...]), np.asarray(model.bias[...])
+    expected = np.mean(np.sum((arrays["x"] @ w + b - arrays["y"]) ** 2, -1))
+    assert got == pytest.approx({"sq": float(expected)}, rel=1e-5)
