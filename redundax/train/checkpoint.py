@@ -19,9 +19,17 @@ API:
   - `latest_step()`, `wait()`, `close()`; a context manager.
 - `check_config(directory, config, ignore=IGNORED_FIELDS)`: raises `ValueError` if the newest
   checkpoint under `directory` was saved with a different config (the fields that differ are
-  named). Fields under `ignore` (dotted prefixes: the `run` section with logging, evaluation and
-  checkpoint cadence, `data.dir`, and the `monitor` section of what is measured during training)
-  may change between a run and its resumption.
+  named). Fields under `ignore` may change between a run and its resumption.
+- `IGNORED_FIELDS`: the one list (dotted prefixes) of config fields that do not change results:
+  the `run` section (logging cadence, progress), the `checkpoint` section, evaluation cadence
+  (`eval.every_epochs`, `eval.every_steps`), where the data live (`data.data_dir`, ...), the
+  `monitor` section (it only observes training) and the MAE sweep's grid, layout and post-hoc
+  analyses.
+- `check_workdir_config(workdir, config, ignore=IGNORED_FIELDS)`: the same check against the
+  run identity `workdir/config.json` that every experiment records (before anything is
+  written); `differing_fields(saved, current, ignore)` and `config_differences(...)`: the
+  fields that differ, as a dict and as message lines; `finished_steps(directory)`: the steps of
+  the finished checkpoints.
 - `config_to_dict(config) -> dict`: a ConfigDict or mapping as JSON-compatible nested dicts.
 - `read_state(directory, step=None) -> (step, dict)`: a saved state as NumPy arrays, whatever
   the number of devices and processes that saved it (for analysis and tests).

@@ -8,12 +8,14 @@ API:
   checks that `DIR/config.json` and a checkpoint already in `DIR/checkpoints` were made with the
   same config, up to the fields of `checkpoint.IGNORED_FIELDS` (see
   `redundax.train.checkpoint.check_workdir_config` and `check_config`), writes
-  `DIR/config.json` (process 0) and calls `run_fn(config, workdir: pathlib.Path)`. `--workdir` defaults to `runs/<experiment>` (the
-  name of `run_fn`'s module). An override of a field the config does not have exits with an
-  error naming the field and the closest existing names.
+  `DIR/config.json` (process 0) and calls `run_fn(config, workdir: pathlib.Path)`.
+  `--workdir` defaults to `runs/<experiment>` (the name of `run_fn`'s module). An override of
+  a field the config does not have exits with an error naming the field and the closest
+  existing names.
   Errors a user can fix print one message without a traceback and exit 2, before anything is
-  created: a missing config file, an unknown preset, another experiment's config, a batch size,
-  epoch or step count < 1, a workdir that is a file or not writable, a workdir of another
+  created: a missing config file, an unknown preset, another experiment's config, an old or
+  misspelt field (checked against the experiment's default config), a batch size, epoch or
+  step count < 1, a workdir that is a file or not writable, a workdir of another
   config, a workdir in use by another run (a lock file `DIR/.lock`, see
   `failures.WorkdirLock`). The run's end maps to the exit codes of `redundax.train.failures`:
   0 done, 143 preempted (SIGTERM: checkpoint saved, rerun to resume), 3 diverged, 4 storage
@@ -25,7 +27,14 @@ API:
   `auto` (the `--distributed` flag: let JAX detect a TPU pod, SLURM or Open MPI cluster).
   Returns whether it initialised.
 - `unknown_config_field(config, argv) -> str | None`: the error message for an override of a
-  field `config` lacks.
+  field `config` lacks (an old field name is named with its new one, `config_schema.RENAMED`).
+- `config_problem(config, default_config=None) -> str | None`: the message for a config that
+  cannot run: another experiment's config, a field absent from the experiment's default config
+  (`config_schema.check_fields`: an old or misspelt field is named with the right one), a batch
+  size, epoch or step count < 1. `workdir_problem(workdir)`: a workdir that is a file or not
+  writable. `usage_exit(message)`: print it and exit 2.
+- `run_and_exit_code(run_fn, config, workdir) -> int`: runs the experiment and maps how it
+  ended to an exit code.
 - `CONFIG_FILE = "config.json"`.
 
 Two processes on one machine, for example:

@@ -16,11 +16,13 @@ API:
   handlers come back on exit. Only in the main thread (elsewhere it is a no-op flag).
 - `sigterm_raises_preempted()`: a context manager (the CLI's, around the whole run): a SIGTERM
   outside any training loop raises `Preempted` (nothing to save: exit 143 at once).
-- `note_preempted()` / `was_preempted()`: a process-wide record that a loop stopped on SIGTERM;
-  the CLI exits 143 after the experiment returns.
+- `note_preempted()` / `was_preempted()` / `reset_preempted()`: a process-wide record that a loop
+  stopped on SIGTERM; the CLI exits 143 after the experiment returns. `EXIT_INTERRUPTED = 130`:
+  a SIGINT after a SIGTERM.
 - `check_finite_metrics(step, metrics, *, where="", hint=None)`: `Diverged` naming the step, the
   non-finite values among `loss`, `grad_norm`, `learning_rate` (and any `*loss*` metric) and the
-  likely cause.
+  likely cause (`DIVERGENCE_HINT`); `nonfinite_metrics(metrics)`: those values;
+  `is_finite_number(value)`: a finite Python int or float.
 - `tree_is_finite(tree) -> bool`: every floating leaf is finite (one device reduction).
 - `WorkdirLock(workdir)`: an exclusive, non-blocking lock `workdir/.lock` held for the whole run
   (POSIX `flock` via `redundax.data.registry.file_lock`, so a killed process releases it and the

@@ -2,8 +2,8 @@
 
 API:
 
-- `make_data_mesh(devices=None) -> Mesh`: a 1-D mesh with axis `"data"` (Auto axis type) over
-  all devices of all processes (or the given ones).
+- `make_data_mesh(devices=None) -> Mesh`: a 1-D mesh with axis `DATA_AXIS = "data"` (Auto axis
+  type) over all devices of all processes (or the given ones).
 - `batch_sharding(mesh)`, `replicated_sharding(mesh)`: `NamedSharding`s splitting the leading
   axis over `"data"`, and replicating.
 - `shard_batch(batch, mesh) -> pytree of jax.Array`: this process's batch (leading axis

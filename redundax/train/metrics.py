@@ -14,9 +14,12 @@ API:
   a record of the data order that resume tests compare), `flush()`, `close()`; a context
   manager.
 - `read_jsonl(path) -> list[dict]`: the records of a JSON-lines file (a truncated last record
-  is dropped with a warning naming the file).
+  is dropped with a warning naming the file); `loads_json_file(path)`: one JSON file, an error
+  naming the file when it does not parse.
 - `write_json(path, obj)` / `dumps_strict(obj)`: strict JSON (no NaN/Infinity tokens: `null`,
-  with the reasons under `"null_reasons"`), written atomically; every results file uses it.
+  with the reasons under `NULL_REASONS = "null_reasons"`), written atomically; every results
+  file uses it. `strict_json(obj) -> (obj, reasons)` is the conversion they share.
+- `METRICS_FILE`, `BATCHES_FILE`, `TENSORBOARD_DIR`: the names under the workdir.
 - `batch_fingerprint(batch) -> str`: a short hash of a batch's arrays (bytes, shapes, dtypes).
 
 Values are written as Python floats; NaN and infinities (which JSON lacks) are written as `null`

@@ -24,6 +24,13 @@ Fields of the section (unknown fields raise a `ValueError` that names the closes
 
 The order in the chain is: `before` transforms (RedReg, OGM-GE: they read raw gradients), gradient
 clipping, L2 decay, the optimizer, and last the pruning mask (so pruned weights stay exactly zero).
+
+API: `build(section, total_steps, *, before=(), prune_mask=None) -> (transform, schedule)`;
+`make_schedule(fields, total_steps)` (the schedule alone); `decay_mask(kind)` (the parameters
+that decay); `DEFAULTS` (the table's defaults), `STEP_FIELDS` (fields of the section that
+configure the step, not the transform: accepted and ignored), `ALIASES` (old spellings).
+Fields given in epochs (`warmup_epochs`, `boundary_epochs`) are turned into steps by
+`redundax.train.config_schema.epochs_to_steps`.
 """
 
 from __future__ import annotations
