@@ -287,7 +287,7 @@ def config_problem(config: Any, default_config: str | None = None) -> str | None
             try:
                 config_schema.check_fields(config, expected)
             except ValueError as error:
-                return f"{error} (the fields are those of {default_config})"
+                return f"{str(error).rstrip('.')} (the schema: {default_config})."
     for name, value in _leaves(config):
         last = name.rsplit(".", 1)[-1]
         positive = (
