@@ -230,7 +230,8 @@ def run(config, workdir: pathlib.Path) -> dict | None:
             top_fraction=m.top_fraction,
         ),
     }
-    results: dict[str, Any] = {"dataset": d.name, "archs": {}}
+    results: dict[str, Any] = {"dataset": d.name, "devices": jax.device_count(),
+                               "processes": jax.process_count(), "archs": {}}  # fmt: skip
     for arch in config.archs:
         runs = []
         for seed in config.seeds:
