@@ -20,6 +20,14 @@ Presets:
             calibration subset of the training split, recovery SGD (lr 0.01, momentum 0.9,
             wd 1e-4) for min(5 epochs, 200 batches). The batch size is not stated in the paper;
             128 is the usual CIFAR value.
+
+The schema is the one of every experiment (`redundax.train.config_schema`): `data.name`,
+`data.data_dir`, `data.batch_size` (base training and recovery fine-tunes), `train.epochs` /
+`train.steps`, `optim.*` (`redundax.train.optim.build`; an architecture's `lr` overrides `optim.lr`),
+`prune.optim.*` (the recovery fine-tunes), `eval.batch_size`, `checkpoint.every_steps`,
+`run.log_every` / `run.progress`; an old field name (`dataset`, `train.batch_size`, `prune.lr`,
+`eval_batch_size`, ...) is an error naming its successor. `run`, `checkpoint` and `data.data_dir` may
+change when a run is resumed; every other field must match.
 """
 
 from __future__ import annotations

@@ -45,6 +45,7 @@ from redundax.train import checkpoint, cli, config_schema, metrics
 from redundax.train import mesh as mesh_lib
 
 DEFAULT_CONFIG = str(pathlib.Path(__file__).resolve().parents[1] / "configs" / "channels.py")
+METRIC_FIELDS = ("m", "hull_eps", "hull_cap", "triplet_top", "max_triplets", "top_fraction")
 ARCH_LABELS = {"resnet18": "ResNet-18", "vgg16": "VGG-16", "mobilenetv2": "MobileNetV2"}
 
 
@@ -64,6 +65,11 @@ def build_model(arch, num_classes: int, in_channels: int, seed: int):
     raise ValueError(
         f"config.archs: unknown architecture {arch.name!r}; use resnet18, vgg16 or mobilenetv2."
     )
+
+
+def _clean(x):
+    """JSON-ready: NumPy and JAX values as Python ones, non-finite floats as None."""
+    return metrics.strict_json(x)[0]
 
 
 class _PhaseClock:
@@ -167,7 +173,7 @@ def run_one(config, arch, seed: int, ctx, workdir: pathlib.Path) -> dict[str, An
         "macs": fl.count_macs(fm, graph)["total"],
         "params": fl.count_params(model),
         "alignment": align,
-        "propagation": _jsonable(prop),
+        "propagation": _clean(prop),
         "layers": {k: {kk: float(vv) for kk, vv in v.items()} for k, v in summ.items()},
         "lesion": {k: v for k, v in lesion.items() if k != "rows"},
         "curves": curves,
@@ -178,24 +184,10 @@ def run_one(config, arch, seed: int, ctx, workdir: pathlib.Path) -> dict[str, An
     }
     logging.info("%s: acc %.3f, rho(I_X, I_T) %.3f, ARI %.3f", tag, base["accuracy"],
                  align.get("rho_ix_taskmi_mean", math.nan), align.get("ari_mean", math.nan))  # fmt: skip
-    result = _jsonable(result)
+    result = _clean(result)
     if jax.process_index() == 0:
         metrics.write_json(rundir / "run.json", result)
     return result
-
-
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray | jax.Array):
-        return _jsonable(np.asarray(x).tolist())
-    if isinstance(x, np.floating | np.integer):
-        return x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
 
 
 def run(config, workdir: pathlib.Path) -> dict | None:
@@ -221,17 +213,12 @@ def run(config, workdir: pathlib.Path) -> dict | None:
         "n_train": n_train,
         "calib": (train[0][idx], train[1][idx]),
         "metric_config": ana.MetricConfig(
-            m=m.m,
-            hull_eps=m.hull_eps,
-            hull_cap=m.hull_cap,
-            hull_pool=m.hull_pool or None,
-            triplet_top=m.triplet_top,
-            max_triplets=m.max_triplets,
-            top_fraction=m.top_fraction,
+            hull_pool=m.hull_pool or None, **{k: m[k] for k in METRIC_FIELDS}
         ),
     }
     results: dict[str, Any] = {"dataset": d.name, "devices": jax.device_count(),
                                "processes": jax.process_count(), "archs": {}}  # fmt: skip
+    accuracies = {}
     for arch in config.archs:
         runs = []
         for seed in config.seeds:
@@ -239,21 +226,18 @@ def run(config, workdir: pathlib.Path) -> dict | None:
             if result is None:
                 return None  # preempted: rerun the same command to resume
             runs.append(result)
+            accuracies[f"{arch.name}/seed{seed}/test_accuracy"] = result["test_accuracy"]
         results["archs"][ARCH_LABELS.get(arch.name, arch.name)] = prune.summarise(
             runs, config.prune.methods, n_boot=config.prune.n_boot,
             latency_batch_sizes=config.latency.batch_sizes,
         )  # fmt: skip
         results["elapsed_s"] = time.time() - t0
         if jax.process_index() == 0:  # after every architecture: a long run leaves tables behind
-            metrics.write_json(workdir / "results.json", _jsonable(results), indent=1)
+            metrics.write_json(workdir / "results.json", _clean(results), indent=1)
             (workdir / "results.md").write_text(report.results_markdown(results, config))
     if jax.process_index() == 0:
         with metrics.Writer(workdir, resume_step=-1) as writer:
-            for arch in config.archs:
-                for seed in config.seeds:
-                    r = next(r for r in results["archs"][ARCH_LABELS.get(arch.name, arch.name)]
-                             ["runs"] if r["seed"] == seed)  # fmt: skip
-                    writer.write(0, {f"{arch.name}/seed{seed}/test_accuracy": r["test_accuracy"]})
+            writer.write(0, accuracies)
         plots.write_all(results, workdir)
     return results
 
