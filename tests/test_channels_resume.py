@@ -16,7 +16,9 @@ the order of float32 reductions differs (the loss mean, gradient sums, BatchNorm
 and channel moments are all-reduced over devices or processes). An accuracy counts argmax hits over
 the 360 test digits, so it may move by one example (1/360) only if two logits are that close;
 retention is an accuracy over the base accuracy; the channel statistics (correlations, Spearman
-rho) may move by float32 round-off, allowed 1e-3 absolute.
+rho) may move by float32 round-off, allowed 1e-3 absolute. Measured: the final VGG parameters of
+8 devices and of 2 processes are within 3e-7 of the reference; every accuracy, retention and AUC is
+identical; the largest other difference is 2e-5 (a higher-order layer statistic).
 """
 
 from __future__ import annotations
