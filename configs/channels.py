@@ -20,11 +20,19 @@ Presets:
             calibration subset of the training split, recovery SGD (lr 0.01, momentum 0.9,
             wd 1e-4) for min(5 epochs, 200 batches). The batch size is not stated in the paper;
             128 is the usual CIFAR value.
+
+The schema is the one of every experiment (`redundax.train.config_schema`): `data.name`,
+`data.data_dir`, `data.batch_size` (base training and recovery fine-tunes), `train.epochs` /
+`train.steps`, `optim.*` (`redundax.train.optim.build`; an architecture's `lr` overrides `optim.lr`),
+`prune.optim.*` (the recovery fine-tunes), `eval.batch_size`, `checkpoint.every_steps`,
+`run.log_every` / `run.progress`; an old field name (`dataset`, `train.batch_size`, `prune.lr`,
+`eval_batch_size`, ...) is an error naming its successor. `run`, `checkpoint` and `data.data_dir` may
+change when a run is resumed; every other field must match.
 """
 
 from __future__ import annotations
 
-from ml_collections import ConfigDict
+from ml_collections import ConfigDict, config_dict
 
 ALL_METHODS = (
     "magnitude",
@@ -50,8 +58,12 @@ def _arch(name: str, lr: float, **kw) -> ConfigDict:
 
 def get_config(arg: str | None = None) -> ConfigDict:
     c = ConfigDict()
-    c.dataset = "sklearn_digits"
-    c.data_dir = ""  # "" -> the default TFDS data directory
+    c.data = ConfigDict()
+    c.data.name = "sklearn_digits"
+    c.data.data_dir = config_dict.placeholder(str)  # None: $REDUNDAX_DATA_DIR, the TFDS default
+    c.data.batch_size = 64  # global, base training and recovery fine-tunes
+    c.data.augment = False
+    # `lr` of an architecture overrides optim.lr for its base training
     c.archs = [
         _arch("resnet18", 0.1, widths=(16, 32, 64, 128), blocks=(2, 2, 2, 2), width=1.0),
         _arch("vgg16", 0.05, width=0.125),
@@ -61,11 +73,19 @@ def get_config(arg: str | None = None) -> ConfigDict:
 
     c.train = ConfigDict()
     c.train.epochs = 15
-    c.train.batch_size = 64
-    c.train.momentum = 0.9
-    c.train.weight_decay = 5e-4
-    c.train.augment = False
-    c.train.log_every = 50
+    c.train.steps = config_dict.placeholder(int)  # set: this many steps instead of epochs
+
+    # base training (`redundax.train.optim.build`): L2 weight decay on the gradient, SGD with
+    # momentum, cosine decay over the run
+    c.optim = ConfigDict()
+    c.optim.name = "sgd"
+    c.optim.lr = 0.1
+    c.optim.momentum = 0.9
+    c.optim.weight_decay = 5e-4
+    c.optim.schedule = "cosine"
+
+    c.eval = ConfigDict()
+    c.eval.batch_size = 512  # global
 
     c.calib = ConfigDict()
     c.calib.size = 512
@@ -94,15 +114,18 @@ def get_config(arg: str | None = None) -> ConfigDict:
     c.prune.sparsities = SPARSITIES
     c.prune.finetune_batches = 20
     c.prune.finetune_epochs = 5
-    c.prune.lr = 0.01
-    c.prune.momentum = 0.9
-    c.prune.weight_decay = 1e-4
     c.prune.min_keep = 1
     c.prune.taylor_batches = 4
     c.prune.alpha = 2.0
     c.prune.gamma = 0.25
     c.prune.n_boot = 10000
-    c.eval_batch_size = 512
+    # recovery fine-tune of every pruned network (App. C): SGD, lr 0.01, momentum 0.9, wd 1e-4
+    c.prune.optim = ConfigDict()
+    c.prune.optim.name = "sgd"
+    c.prune.optim.lr = 0.01
+    c.prune.optim.momentum = 0.9
+    c.prune.optim.weight_decay = 1e-4
+    c.prune.optim.schedule = "constant"
 
     # measured CPU latency of every pruning curve point's physically shrunk network
     c.latency = ConfigDict()
@@ -113,6 +136,12 @@ def get_config(arg: str | None = None) -> ConfigDict:
     c.latency.warmup = 1
     c.latency.all_seeds = False  # False: the first seed only (compiles 2 programs per point)
 
+    c.checkpoint = ConfigDict()
+    c.checkpoint.every_steps = 500  # base training and recovery fine-tunes (and at their ends)
+
+    c.run = ConfigDict()
+    c.run.log_every = 50
+    c.run.progress = config_dict.placeholder(bool)  # None: a bar when stdout is a terminal
     if arg in (None, "", "default"):
         return c
     if arg == "smoke":
@@ -145,7 +174,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
         c.latency.min_seconds = 0.0
         return c
     if arg == "cifar100":
-        c.dataset = "cifar100"
+        c.data.name = "cifar100"
         c.archs = [
             _arch("resnet18", 0.1, widths=(64, 128, 256, 512), blocks=(2, 2, 2, 2), width=1.0),
             _arch("vgg16", 0.1, width=1.0),
@@ -153,9 +182,9 @@ def get_config(arg: str | None = None) -> ConfigDict:
         ]
         c.seeds = (42, 123, 456, 789, 1011)
         c.train.epochs = 200
-        c.train.batch_size = 128
-        c.train.augment = True
-        c.train.log_every = 200
+        c.data.batch_size = 128
+        c.data.augment = True
+        c.run.log_every = 200
         c.calib.size = 5000
         c.calib.batch_size = 250
         c.lesion.layers = 3

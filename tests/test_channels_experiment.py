@@ -7,6 +7,7 @@ import numpy as np
 
 from configs.channels import get_config
 from experiments import channels as exp
+from redundax import prune
 from redundax.prune import channels as pc
 
 
@@ -59,7 +60,12 @@ def test_smoke_preset_writes_results(tmp_path):
         "metrics.jsonl",
     ):
         assert (tmp_path / f).stat().st_size > 0
-    assert any((tmp_path / "checkpoints").iterdir())
+    for arch in ("resnet18", "vgg16", "mobilenetv2"):  # resumable runs: base checkpoint, records
+        run_dir = tmp_path / "runs" / f"{arch}_seed42"
+        assert any((run_dir / "checkpoints").iterdir())
+        assert (run_dir / "run.json").is_file() and (
+            run_dir / "recovery" / "recovery.json"
+        ).is_file()
 
 
 def test_latency_summary_against_hand_auc():
@@ -86,7 +92,7 @@ def test_latency_summary_against_hand_auc():
             },
         }
     ]
-    out = exp.latency_summary(c, runs)
+    out = prune.latency_summary(runs, c.prune.methods, c.latency.batch_sizes)
     # common latency interval [0.1, 0.4]; magnitude: trapezoids through (0.1, 1.0), (0.3, 0.8),
     # (0.4, 0.6); ix: trapezoids on its own breakpoints inside the interval
     mag = (0.2 * (1.0 + 0.8) / 2 + 0.1 * (0.8 + 0.6) / 2) / 0.3
@@ -99,4 +105,6 @@ def test_latency_summary_against_hand_auc():
     assert out["slower_fraction"]["b1"] == 1 / 6
     assert out["full_ms"]["b1"] == 2.0
     runs[0]["curves"]["magnitude"] = {"flops_pruned": [0.2], "retention": [1.0]}
-    assert exp.latency_summary(c, runs) == {}  # runs without latency (switched off) are skipped
+    assert (
+        prune.latency_summary(runs, c.prune.methods, c.latency.batch_sizes) == {}
+    )  # runs without latency (switched off) are skipped

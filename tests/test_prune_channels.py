@@ -3,7 +3,6 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 from flax import nnx
 
@@ -11,7 +10,7 @@ from redundax.models.mobilenet import MobileNetV2
 from redundax.models.resnet import ResNet
 from redundax.models.vgg import VGG
 from redundax.prune import channels as pc
-from redundax.prune import flops
+from redundax.prune import flops, recovery
 from redundax.prune import graph as G
 from redundax.regularizers import conv_outputs
 
@@ -126,11 +125,11 @@ def test_lesion_damage_brute_force():
     y = np.arange(20) % 10
     unit = g.names[1]
     dmg = pc.lesion_damage(model, g, unit, [0, 5], x, y, batch_size=8)
-    base = pc.evaluate(model, x, y)["loss"]
+    base = recovery.evaluate(model, x, y)["loss"]
     for c, d in zip([0, 5], dmg, strict=True):
         m = G.full_masks(g)
         m[unit][c] = False
-        want = pc.evaluate(G.apply_masks(nnx.clone(model), g, m), x, y)["loss"] - base
+        want = recovery.evaluate(G.apply_masks(nnx.clone(model), g, m), x, y)["loss"] - base
         assert np.isclose(d, want, atol=1e-5)
 
 
@@ -163,58 +162,6 @@ def test_peer_replacement_is_the_ridge_reconstruction():
     assert np.isclose(shift, mean[3] - b @ mean[peers], atol=1e-4)
     resid = ac[:, 3] - ac[:, peers] @ b
     assert np.isclose(r2, 1 - resid.var() / ac[:, 3].var(), atol=1e-4)
-
-
-def test_finetune_keeps_masks_and_learns():
-    model = tiny_models()["resnet"]
-    g = G.channel_graph(model)
-    rng = np.random.default_rng(0)
-    masks = {u: rng.random(w) < 0.7 for u, w in G.unit_channels(g).items()}
-    xs = np.asarray(images(64, 5))
-    ys = (xs.mean((1, 2, 3)) > 0).astype(np.int32)
-
-    def batches():
-        while True:
-            yield xs, ys
-
-    before = pc.evaluate(G.apply_masks(nnx.clone(model), g, masks), xs, ys)["loss"]
-    ft = pc.finetune(model, g, masks, batches(), steps=15, lr=0.05)
-    eff = G.effective_masks(g, masks)
-    for u in g.units:
-        bn = G.get_path(ft, u.bn)
-        assert np.all(np.asarray(bn.scale[...])[~eff[u.name]] == 0)
-        assert np.all(np.asarray(bn.bias[...])[~eff[u.name]] == 0)
-    assert pc.evaluate(ft, xs, ys)["loss"] < before
-    small, _ = pc.shrink(ft, g, masks)
-    np.testing.assert_allclose(logits(small, xs[:4]), logits(ft, xs[:4]), atol=2e-5, rtol=1e-5)
-
-
-@pytest.mark.parametrize("arch", ["resnet", "mobilenet"])
-def test_recovery_accuracies_equal_finetune_then_evaluate(arch):
-    model = randomize_bn(tiny_models()[arch], 3)
-    g = G.channel_graph(model)
-    rng = np.random.default_rng(1)
-    xs = np.asarray(images(48, 8))
-    ys = (np.arange(48) % 3).astype(np.int32)
-
-    def batches():
-        for i in range(100):
-            j = (16 * i) % 48
-            yield xs[j : j + 16], ys[j : j + 16]
-
-    masks_seq = [
-        {u: rng.random(w) < keep for u, w in G.unit_channels(g).items()} for keep in (0.9, 0.5)
-    ]
-    fast = pc.recovery_accuracies(
-        model, g, masks_seq, batches, xs, ys, steps=4, lr=0.05, batch_size=20
-    )
-    slow = [
-        pc.evaluate(pc.finetune(model, g, m, batches(), steps=4, lr=0.05), xs, ys, batch_size=20)[
-            "accuracy"
-        ]
-        for m in masks_seq
-    ]
-    assert fast == slow
 
 
 def test_taylor_is_first_order_loss_change():
@@ -294,15 +241,3 @@ def test_information_scores_formulas():
         s["composite_pid"]["l"], 2 * z(m["task_mi"]) - 0.25 * z(m["red_t"]) + 0.25 * z(m["syn"])
     )
     assert set(pc.LOCAL_METHODS) | set(pc.TARGET_METHODS) <= set(s)
-
-
-def test_train_steps_plain_sgd_matches_manual_step():
-    model = tiny_models()["vgg"]
-    x, y = images(8, 9), jnp.arange(8) % 10
-    one = pc.train_steps(model, iter([(x, y)]), steps=1, tx=optax.sgd(0.1))
-    gdef, params, rest = nnx.split(nnx.view(model, use_running_average=False), nnx.Param, ...)
-    g = jax.grad(lambda p: pc.cross_entropy(nnx.merge(gdef, p, rest, copy=True)(x), y))(params)
-    want = jax.tree.map(lambda p, d: p - 0.1 * d, params, g)
-    got = nnx.state(one, nnx.Param)
-    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
-        np.testing.assert_allclose(a, b, atol=1e-6)

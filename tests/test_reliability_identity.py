@@ -21,7 +21,7 @@ CHANGES = {
     "classify": ("--config.optim.lr=0.05", "optim.lr"),
     "mae": ("--config.optim.learning_rate=0.5", "optim.learning_rate"),
     "multimodal": ("--config.optim.lr=0.5", "optim.lr"),
-    "channels": ("--config.prune.lr=0.5", "prune.lr"),
+    "channels": ("--config.prune.optim.lr=0.5", "prune.optim.lr"),
     "layers": ("--config.recovery.learning_rate=0.5", "recovery.learning_rate"),
 }
 

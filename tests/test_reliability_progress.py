@@ -35,7 +35,7 @@ def test_channels_smoke_logs_training_and_pruning_progress(caplog, tmp_path):
     c.archs = c.archs[:1]  # resnet18
     c.prune.methods = ("magnitude", "random")
     c.latency.enabled = False
-    c.train.log_every = 2
+    c.run.log_every = 2
     exp.run(c, tmp_path)
     train = _steps(caplog, "resnet18/seed42 train")
     assert len(train) >= 2 and train[-1][0] == train[-1][1]  # periodic, up to the last step

@@ -22,18 +22,23 @@ import dataclasses
 import functools
 import json
 import pathlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import Mesh
 from scipy import stats as sstats
 
 from redundax.functionals import Moments
 from redundax.functionals import channels as fch
+from redundax.functionals.moments import self_gram
 from redundax.prune import graph as graph_lib
 from redundax.prune.flops import captured
+from redundax.train import evaluate as evaluate_lib
+from redundax.train import mesh as mesh_lib
+from redundax.train.progress import track
 
 LOCAL = ("ix", "rx", "w_norm2")
 TARGET = ("task_mi", "red_t", "syn")
@@ -101,6 +106,37 @@ def conv_patches(x: jax.Array, conv) -> jax.Array:
     return jnp.swapaxes(p, 1, 2).reshape(p.shape[0], kh * kw * c)
 
 
+def masked_moments(x: jax.Array, weight: jax.Array) -> Moments:
+    """`Moments` of the samples of `x` `(..., n, d)` whose `weight` `(n,)` is 1 (0: padding).
+
+    With every weight 1 this is `Moments.from_samples(x)`; under `jit` with `x` sharded over a
+    mesh's sample axis the sums are global (XLA reduces across devices).
+    """
+    w = weight.astype(x.dtype)
+    count = jnp.sum(w)
+    mean = jnp.sum(x * w[:, None], axis=-2) / count
+    xc = (x - mean[..., None, :]) * w[:, None]
+    return Moments(count=jnp.full(x.shape[:-2], count, x.dtype), mean=mean, comoment=self_gram(xc))
+
+
+def _pad_rows(v: np.ndarray, size: int) -> np.ndarray:
+    return np.concatenate([v, np.zeros((size - len(v), *v.shape[1:]), v.dtype)])
+
+
+def _padded_batches(images, labels, batch_size: int, mesh) -> Iterator[tuple]:
+    """This process's parts of fixed-size global batches, the last one padded, with a mask."""
+    arrays = {"image": images, "label": labels}
+    size = max(1, min(batch_size, len(labels)))
+    local = -(-size // mesh.size) * mesh.size // jax.process_count()
+    for part in evaluate_lib.array_batches(arrays, size, mesh):
+        valid = len(part["label"])
+        yield (
+            _pad_rows(part["image"], local),
+            _pad_rows(part["label"], local),
+            np.arange(local) < valid,
+        )
+
+
 def extract_stats(
     model,
     graph: graph_lib.ChannelGraph,
@@ -109,19 +145,28 @@ def extract_stats(
     *,
     batch_size: int = 250,
     patches: bool = False,
+    mesh: Mesh | None = None,
+    desc: str | None = None,
 ) -> dict[str, LayerStats]:
-    """Stream per-unit moments over (images, labels) in eval mode (module docstring)."""
-    images = np.asarray(images)
-    labels = np.asarray(labels)
+    """Stream per-unit moments over (images, labels) in eval mode (module docstring).
+
+    Batches are sharded over `mesh`'s `data` axis (default: every device), the last one padded
+    and masked; every statistic is a global-batch one, so the result does not depend on the device
+    or process count beyond float reassociation. `desc` names a progress bar over the batches.
+    """
+    images = np.asarray(images, np.float32)
+    labels = np.asarray(labels, np.int32)
     if len(images) != len(labels) or len(images) < 2:
         raise ValueError(
             f"`images` and `labels` need the same length >= 2; got {len(images)} and {len(labels)}."
         )
+    mesh = mesh_lib.make_data_mesh() if mesh is None else mesh
     gdef, state = nnx.split(nnx.view(model, use_running_average=True))
+    state = mesh_lib.replicate(state, mesh)
     convs = {u.name: graph_lib.get_path(model, u.conv) for u in graph.units}
     tap = {u.name: (*u.conv[:-1], "conv_in", "__call__") for u in graph.units}
 
-    def batch_stats(state, x, y):
+    def batch_stats(state, x, y, w):
         m = nnx.merge(gdef, state)
         logits, inter = nnx.capture(m, nnx.Intermediate, method_outputs=nnx.Intermediate)(x)
         flat = captured(inter)
@@ -139,26 +184,31 @@ def extract_stats(
                         "use patches=False (identical I_X from output variances)."
                     )
                 pt = conv_patches(flat[tap[u.name]], convs[u.name])
-                pm = Moments.from_samples(pt)
+                pm = masked_moments(pt, jnp.repeat(w, pt.shape[-2] // len(w)))
+            positions = act.shape[1] * act.shape[2]
             out[u.name] = LayerStats(
-                Moments.from_samples(act.reshape(-1, n)), Moments.from_samples(pooled), pm
+                masked_moments(act.reshape(-1, n), jnp.repeat(w, positions)),
+                masked_moments(pooled, w),
+                pm,
             )
         return out
 
-    @jax.jit
-    def step(carry, state, x, y):
-        new = batch_stats(state, x, y)
+    replicated = mesh_lib.replicated_sharding(mesh)
+
+    @functools.partial(jax.jit, out_shardings=replicated)
+    def step(carry, state, x, y, w):
+        new = batch_stats(state, x, y, w)
         return jax.tree.map(
             lambda a, b: a.merge(b), carry, new, is_leaf=lambda z: isinstance(z, Moments)
         )
 
+    first = jax.jit(batch_stats, out_shardings=replicated)
     carry = None
-    first = jax.jit(batch_stats)
-    for i in range(0, len(labels), batch_size):
-        x = jnp.asarray(images[i : i + batch_size], jnp.float32)
-        y = jnp.asarray(labels[i : i + batch_size], jnp.int32)
-        carry = first(state, x, y) if carry is None else step(carry, state, x, y)
-    return carry
+    batches = list(_padded_batches(images, labels, batch_size, mesh))
+    for x, y, w in track(batches, desc=desc or "channel statistics"):
+        x, y, w = mesh_lib.shard_batch((x, y, w), mesh)
+        carry = first(state, x, y, w) if carry is None else step(carry, state, x, y, w)
+    return jax.tree.map(lambda a: jnp.asarray(mesh_lib.to_host(a)), carry)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""Structured channel pruning: scores, global-threshold masks, lesions, peer replacement, recovery
-fine-tuning, physical shrinking and FLOPs-matched AUC.
+"""Structured channel pruning: scores, global-threshold masks, lesions, peer replacement, physical
+shrinking and FLOPs-matched AUC (recovery fine-tunes and evaluation: `redundax.prune.recovery`).
 
 Reference: Safaai et al., "Task Relevance Is Not Local Replaceability" (Sec. 4, App. C, F, K.2).
 
@@ -11,9 +11,8 @@ Scores are "keep" scores: higher means more important, the lowest are pruned fir
 
 from __future__ import annotations
 
-import functools
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
@@ -24,7 +23,6 @@ from flax import nnx
 
 from redundax.prune import graph as graph_lib
 from redundax.prune.graph import ChannelGraph, apply_masks, effective_masks, get_path
-from redundax.train import optim
 
 # The paper's 10 channel sparsities (fraction of channels removed), App. C.
 SPARSITIES: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
@@ -192,42 +190,7 @@ def taylor_scores(
 
 
 # ------------------------------------------------------------------------------------------------
-# Evaluation, lesions, peer replacement
-
-
-@functools.lru_cache(maxsize=64)
-def _eval_fn(gdef):
-    @jax.jit
-    def f(params, rest, x, y):
-        logits = nnx.view(nnx.merge(gdef, params, rest), use_running_average=True)(x)
-        return (
-            jnp.sum(jnp.argmax(logits, -1) == y),
-            optax.softmax_cross_entropy_with_integer_labels(logits, y).sum(),
-        )
-
-    return f
-
-
-def _evaluate_split(gdef, params, rest, images, labels, batch_size: int) -> dict[str, float]:
-    f = _eval_fn(gdef)
-    correct = loss = 0.0
-    n = len(labels)
-    for i in range(0, n, batch_size):
-        c, lo = f(
-            params,
-            rest,
-            jnp.asarray(images[i : i + batch_size]),
-            jnp.asarray(labels[i : i + batch_size]),
-        )
-        correct += float(c)
-        loss += float(lo)
-    return {"accuracy": correct / n, "loss": loss / n}
-
-
-def evaluate(model, images, labels, *, batch_size: int = 512) -> dict[str, float]:
-    """Eval-mode accuracy and mean cross-entropy on arrays (compiled once per architecture)."""
-    gdef, params, rest = nnx.split(model, nnx.Param, ...)
-    return _evaluate_split(gdef, params, rest, images, labels, batch_size)
+# Lesions, peer replacement
 
 
 def lesion_damage(
@@ -370,192 +333,6 @@ def shrink(model, graph: ChannelGraph, masks: Mapping[str, np.ndarray]):
         lin.kernel = nnx.Param(jax.device_put(np.asarray(lin.kernel[...])[live[d.src], :]))
         lin.in_features = len(live[d.src])
     return new, graph_lib.channel_graph(new)
-
-
-# ------------------------------------------------------------------------------------------------
-# Recovery fine-tuning
-
-
-def _xy(batch):
-    if isinstance(batch, Mapping):
-        return jnp.asarray(batch["image"]), jnp.asarray(batch["label"])
-    x, y = batch
-    return jnp.asarray(x), jnp.asarray(y)
-
-
-def train_steps(
-    model,
-    batches: Iterator[Any],
-    *,
-    steps: int,
-    tx: optax.GradientTransformation,
-    graph: ChannelGraph | None = None,
-    masks: Mapping[str, np.ndarray] | None = None,
-    loss_fn: Callable | None = None,
-    callback: Callable[[int, float], None] | None = None,
-    log_every: int = 100,
-):
-    """`steps` optimizer steps (train-mode BatchNorm) on a copy of `model`; returns it in eval mode.
-
-    `callback(step, loss)` (optional) is called every `log_every` steps and after the last one.
-
-    `batches` yields `(images, labels)` or `{"image", "label"}` dicts. With `masks` (and `graph`),
-    the masked BN scale/bias are zeroed first and multiplied by zero again after every step
-    (projected SGD), so pruned channels stay pruned. `loss_fn(logits, labels)` defaults to
-    cross-entropy.
-    """
-    if steps < 0:
-        raise ValueError(f"`steps` must be >= 0; got {steps}.")
-    new = nnx.clone(model)
-    if masks is not None:
-        if graph is None:
-            raise ValueError("`masks` needs the model's `graph`.")
-        new = apply_masks(new, graph, masks)
-    if steps == 0:
-        return nnx.view(new, use_running_average=True)
-    gdef, params, rest = nnx.split(nnx.view(new, use_running_average=False), nnx.Param, ...)
-    mult = (
-        jax.tree.map(jnp.ones_like, params)
-        if masks is None
-        else graph_lib.multipliers_like(params, graph, masks)
-    )
-    params, rest = _projected_steps(
-        gdef,
-        params,
-        rest,
-        mult,
-        batches,
-        steps=steps,
-        tx=tx,
-        loss_fn=loss_fn,
-        callback=callback,
-        log_every=log_every,
-    )
-    return nnx.view(nnx.merge(gdef, params, rest), use_running_average=True)
-
-
-def _projected_steps(
-    gdef,
-    params,
-    rest,
-    mult,
-    batches,
-    *,
-    steps,
-    tx,
-    loss_fn=None,
-    callback=None,
-    log_every: int = 100,
-):
-    """`steps` train-mode steps on split state, parameters multiplied by `mult` after each."""
-    step = _train_step_fn(gdef, tx, cross_entropy if loss_fn is None else loss_fn)
-    opt_state = tx.init(params)
-    for i in range(1, steps + 1):
-        params, rest, opt_state, value = step(params, rest, opt_state, mult, *_xy(next(batches)))
-        if callback is not None and (i % max(log_every, 1) == 0 or i == steps):
-            callback(i, float(value))
-    return params, rest
-
-
-@functools.lru_cache(maxsize=64)
-def _train_step_fn(gdef, tx, loss_fn):
-    @jax.jit
-    def step(params, rest, opt_state, mult, x, y):
-        def loss(p):
-            m = nnx.merge(gdef, p, rest, copy=True)
-            out = loss_fn(m(x), y)
-            return out, nnx.state(m, nnx.Not(nnx.Param))
-
-        (value, rest_new), g = jax.value_and_grad(loss, has_aux=True)(params)
-        upd, opt_state = tx.update(g, opt_state, params)
-        params = jax.tree.map(lambda p, m: p * m, optax.apply_updates(params, upd), mult)
-        return params, rest_new, opt_state, value
-
-    return step
-
-
-@functools.lru_cache(maxsize=16)
-def sgd(lr: float, momentum: float, weight_decay: float) -> optax.GradientTransformation:
-    """PyTorch-style SGD (weight decay added to the gradient before momentum), cached by value;
-    built by the one optimizer builder (`redundax.train.optim`)."""
-    section = {
-        "name": "sgd",
-        "lr": lr,
-        "momentum": momentum,
-        "weight_decay": weight_decay,
-        "schedule": "constant",
-    }
-    return optim.build(section, 1)[0]
-
-
-def finetune(
-    model,
-    graph: ChannelGraph,
-    masks: Mapping[str, np.ndarray],
-    batches: Iterator[Any],
-    *,
-    steps: int,
-    lr: float = 0.01,
-    momentum: float = 0.9,
-    weight_decay: float = 1e-4,
-    loss_fn: Callable | None = None,
-):
-    """Recovery fine-tune of a masked model (App. C: SGD lr 0.01, momentum 0.9, wd 1e-4).
-
-    `steps` is the protocol's min(5 epochs, 200 batches) budget; the masks are kept (`train_steps`).
-    """
-    return train_steps(
-        model,
-        batches,
-        steps=steps,
-        tx=sgd(lr, momentum, weight_decay),
-        graph=graph,
-        masks=masks,
-        loss_fn=loss_fn,
-    )
-
-
-def recovery_accuracies(
-    model,
-    graph: ChannelGraph,
-    masks_seq: Sequence[Mapping[str, np.ndarray]],
-    batches: Callable[[], Iterator[Any]],
-    images,
-    labels,
-    *,
-    steps: int,
-    lr: float = 0.01,
-    momentum: float = 0.9,
-    weight_decay: float = 1e-4,
-    loss_fn: Callable | None = None,
-    batch_size: int = 512,
-) -> list[float]:
-    """Test accuracy after a masked recovery fine-tune, for each mask set in `masks_seq`.
-
-    The same numbers as `evaluate(finetune(model, graph, masks, batches(), ...), images, labels)`
-    for each `masks` (every fine-tune starts from `model` and a fresh `batches()` stream), with the
-    model split once and every step run on the split state: a pruning curve is many short
-    fine-tunes, where per-call graph traversals would otherwise cost as much as the steps.
-    """
-    if steps < 0:
-        raise ValueError(f"`steps` must be >= 0; got {steps}.")
-    tx = sgd(lr, momentum, weight_decay)
-    gdef, params, rest = nnx.split(nnx.view(model, use_running_average=False), nnx.Param, ...)
-    out = []
-    for masks in masks_seq:
-        mult = graph_lib.multipliers_like(params, graph, masks)
-        p, r = _projected_steps(
-            gdef,
-            jax.tree.map(lambda a, m: a * m, params, mult),
-            rest,
-            mult,
-            batches(),
-            steps=steps,
-            tx=tx,
-            loss_fn=loss_fn,
-        )
-        out.append(_evaluate_split(gdef, p, r, images, labels, batch_size)["accuracy"])
-    return out
 
 
 # ------------------------------------------------------------------------------------------------

@@ -48,6 +48,15 @@ RENAMED: dict[str, str] = {
     "eval_every": "eval.every_steps",
     "optim.num_epochs": "train.epochs",
     "optim.steps": "train.steps",
+    # channels
+    "train.batch_size": "data.batch_size",
+    "train.augment": "data.augment",
+    "train.momentum": "optim.momentum",
+    "train.weight_decay": "optim.weight_decay",
+    "train.log_every": "run.log_every",
+    "prune.lr": "prune.optim.lr",
+    "prune.momentum": "prune.optim.momentum",
+    "prune.weight_decay": "prune.optim.weight_decay",
 }
 
 _EPOCH_FIELDS = {"boundary_epochs": "boundaries", "warmup_epochs": "warmup_steps"}

@@ -1,0 +1,215 @@
+"""The channels experiment on the engine: resumable, rerunnable, and data-parallel.
+
+Every run is a short version of the `smoke` preset (VGG alone, three methods, two sparsities,
+five-step recovery fine-tunes checkpointed every two steps, no latency timing), compared with the
+same configuration run in this process on one CPU device:
+
+- SIGTERM during a recovery fine-tune saves its checkpoint and exits 143; SIGKILL loses the steps
+  since its last checkpoint; rerunning the same command resumes (finished fine-tunes are not
+  retrained) and ends with results identical to the reference, bit for bit;
+- a finished workdir rerun reports complete, exits 0 and retrains nothing; a changed config is
+  refused (exit 2) without touching a file;
+- 8 simulated devices and 2 processes reproduce the 1-device results.
+
+Tolerance of the parallel runs: the global batches, their order and every seed are the same; only
+the order of float32 reductions differs (the loss mean, gradient sums, BatchNorm batch statistics
+and channel moments are all-reduced over devices or processes). An accuracy counts argmax hits over
+the 360 test digits, so it may move by one example (1/360) only if two logits are that close;
+retention is an accuracy over the base accuracy; the channel statistics (correlations, Spearman
+rho) may move by float32 round-off, allowed 1e-3 absolute. Measured: the final VGG parameters of
+8 devices and of 2 processes are within 3e-7 of the reference; every accuracy, retention and AUC is
+identical; the largest other difference is 2e-5 (a higher-order layer statistic).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from configs.channels import get_config
+from experiments import channels as exp
+from redundax.train import failures
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "tests" / "scripts" / "channels_run.py"
+ARCH = "vgg16"
+FLAGS = [
+    f"--config={ROOT / 'configs' / 'channels.py'}:smoke",
+    "--config.prune.methods=('magnitude', 'ix', 'task_mi')",
+    "--config.prune.sparsities=(0.2, 0.5)",
+    "--config.prune.finetune_batches=5",
+    "--config.checkpoint.every_steps=2",
+    "--config.latency.enabled=false",
+    "--config.run.progress=false",
+]
+KEY = "ix_s0.5"  # the fine-tune interrupted (the fourth of six)
+ONE_EXAMPLE = 1 / 360 + 1e-9
+
+
+def _config():
+    c = get_config("smoke")
+    c.archs = [a for a in c.archs if a.name == ARCH]
+    c.prune.methods = ("magnitude", "ix", "task_mi")
+    c.prune.sparsities = (0.2, 0.5)
+    c.prune.finetune_batches = 5
+    c.checkpoint.every_steps = 2
+    c.latency.enabled = False
+    c.run.progress = False
+    return c
+
+
+def _env(**extra) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_NUM_CPU")}
+    env.update({"PYTHONPATH": str(ROOT)}, **extra)
+    return env
+
+
+_RUNNING: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _kill_leftover_processes():
+    yield
+    while _RUNNING:
+        proc = _RUNNING.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def _launch(workdir, *, script_args=(), extra_flags=(), **env) -> subprocess.Popen:
+    cmd = [sys.executable, str(SCRIPT), "--archs", ARCH, *script_args, "--", *FLAGS,
+           *extra_flags, f"--workdir={workdir}"]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(**env), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    _RUNNING.append(proc)
+    return proc
+
+
+def _finish(proc, expected_rc=0, timeout=400) -> str:
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)
+        proc.kill()
+        pytest.fail(f"run timed out after {timeout} s:\n{proc.communicate()[0][-3000:]}")
+    assert proc.returncode == expected_rc, out[-4000:]
+    return out
+
+
+def _results(workdir) -> dict:
+    out = json.loads((pathlib.Path(workdir) / "results.json").read_text())
+    for key in ("elapsed_s", "devices", "processes"):
+        out.pop(key)
+    return out
+
+
+def _hashes(root: pathlib.Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("reference")
+    assert exp.run(_config(), workdir) is not None
+    return workdir
+
+
+@pytest.mark.slow
+def test_sigterm_and_sigkill_mid_recovery_resume_to_the_same_results(reference, tmp_path):
+    term, kill = tmp_path / "term", tmp_path / "kill"
+    first = [
+        _launch(term, script_args=["--signal", "TERM", "--key", KEY, "--at_step", "3"]),
+        _launch(kill, script_args=["--signal", "KILL", "--key", KEY, "--at_step", "3"]),
+    ]
+    out = _finish(first[0], expected_rc=failures.EXIT_PREEMPTED)
+    assert "preempted" in out
+    _finish(first[1], expected_rc=-signal.SIGKILL)
+    rec = lambda w: w / "runs" / f"{ARCH}_seed42" / "recovery"
+    # SIGTERM saved the fine-tune at step 3; SIGKILL left its periodic checkpoint of step 2
+    assert "3" in os.listdir(rec(term) / KEY)
+    assert "2" in os.listdir(rec(kill) / KEY) and "3" not in os.listdir(rec(kill) / KEY)
+    finished = json.loads((rec(term) / "recovery.json").read_text())
+    assert list(finished) == ["magnitude_s0.2", "magnitude_s0.5", "ix_s0.2"]
+    for workdir in (term, kill):
+        assert not (workdir / "results.json").exists()
+        out = _finish(_launch(workdir))
+        assert "recovery magnitude_s0.2 step" not in out  # recorded: not retrained
+        assert f"recovery {KEY} step 5/5" in out
+        assert _results(workdir) == _results(reference)  # bit-identical numbers
+        assert (rec(workdir) / "recovery.json").read_text() == (
+            rec(reference) / "recovery.json"
+        ).read_text()
+
+
+@pytest.mark.slow
+def test_finished_run_is_complete_and_a_changed_config_is_refused(reference, tmp_path):
+    workdir = tmp_path / "run"
+    _finish(_launch(workdir))
+    runs = workdir / "runs"
+    before = _hashes(runs)
+    out = _finish(_launch(workdir))
+    assert "complete" in out and " train step" not in out and "recovery magnitude" not in out
+    assert _hashes(runs) == before  # nothing retrained, no checkpoint or record rewritten
+    assert _results(workdir) == _results(reference)
+    everything = _hashes(workdir)
+    proc = _launch(workdir, extra_flags=["--config.prune.optim.lr=0.5"])
+    out = _finish(proc, expected_rc=failures.EXIT_USAGE)
+    assert "holds a run of a different configuration" in out and "prune.optim.lr" in out
+    assert "--config.prune.optim.lr=0.01" in out
+    assert _hashes(workdir) == everything
+
+
+def _assert_close(got, ref, path=""):
+    if isinstance(ref, dict):
+        assert set(got) == set(ref), path
+        for k in ref:
+            _assert_close(got[k], ref[k], f"{path}.{k}")
+    elif isinstance(ref, list):
+        assert len(got) == len(ref), path
+        for i, (a, b) in enumerate(zip(got, ref, strict=True)):
+            _assert_close(a, b, f"{path}[{i}]")
+    elif isinstance(ref, float):
+        tol = 1e-3 + (2 * ONE_EXAMPLE if "retention" in path or "auc" in path else ONE_EXAMPLE)
+        assert got is not None and abs(got - ref) <= tol, (path, got, ref)
+    else:
+        assert got == ref, path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_eight_devices_and_two_processes_equal_one_device(reference, tmp_path):
+    eight = tmp_path / "eight"
+    out = _finish(_launch(eight, JAX_NUM_CPU_DEVICES="8"))
+    assert json.loads((eight / "results.json").read_text())["devices"] == 8, out[-2000:]
+    _assert_close(_results(eight), _results(reference))
+    two, port = tmp_path / "two", _free_port()
+    procs = [
+        _launch(
+            two,
+            extra_flags=[
+                f"--coordinator_address=127.0.0.1:{port}",
+                "--num_processes=2",
+                f"--process_id={i}",
+            ],
+        )
+        for i in range(2)
+    ]
+    for p in procs:
+        _finish(p)
+    assert json.loads((two / "results.json").read_text())["processes"] == 2
+    _assert_close(_results(two), _results(reference))
