@@ -4,7 +4,7 @@ API:
 
 - `train(state, train_step, batches, *, num_steps, mesh, writer=None, checkpointer=None,
   eval_fn=None, eval_every=0, log_every=50, progress=None, log_batches=False,
-  evaluators=None) -> TrainState`:
+  evaluators=None, desc="train") -> TrainState`:
   runs `train_step` from `state.step` to `num_steps`, one process-local batch of `batches`
   per step, sharded over the mesh's `"data"` axis. `batches` is a grain iterator
   (`redundax.data.make_iterator`), whose position the checkpoints keep; any other iterator
@@ -20,7 +20,7 @@ API:
   cause (the CLI exits 3), so a diverged state is never checkpointed. Steps that the train step
   skipped (`make_train_step(..., skip_nonfinite=True)`, metric `skipped` = 1) are logged as a
   warning instead and left out of the logged means.
-  `progress` shows a bar (None: when stdout is a terminal); `log_batches` records a
+  `progress` shows a bar named `desc` (None: when stdout is a terminal); `log_batches` records a
   fingerprint of every batch in `batches.jsonl` (process 0's part). `evaluators` (as in
   big_vision): `{name: Evaluator(fn, every)}`, each `fn(state) -> {key: float}` run every
   `every` steps and at the end, written as `<name>/<key>` (e.g. `redundax.monitor.evaluator`
@@ -123,6 +123,7 @@ def train(
     progress: bool | None = None,
     log_batches: bool = False,
     evaluators: Mapping[str, Evaluator] | None = None,
+    desc: str = "train",
 ) -> TrainState:
     """Train until `num_steps` (or a preemption); see the module docstring."""
     if not isinstance(num_steps, int) or num_steps < 0:
@@ -143,7 +144,7 @@ def train(
     if step >= num_steps and num_steps > 0:
         logging.info("Training already complete (step %d of %d): no step to run.", step, num_steps)
 
-    with Progress(num_steps, initial=step, bar=progress) as bar:
+    with Progress(num_steps, initial=step, bar=progress, desc=desc) as bar:
         while step < num_steps:
             # ---------------------------------------------------------------- one step
             local = next(batches)
