@@ -16,11 +16,12 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from configs import layers as layers_config
 from redundax import glue
 from redundax.models import bert
 from redundax.prune import finetune as ft
 from redundax.prune import layers as pl
-from redundax.train import failures, optim
+from redundax.train import config_schema, failures, optim
 from redundax.train import mesh as mesh_lib
 from redundax.train import state as state_lib
 
@@ -147,3 +148,16 @@ def test_finetune_stopped_by_sigterm_resumes_to_the_uninterrupted_state(tmp_path
     # The model given to finetune is untouched, and the trained one differs from it.
     assert not np.allclose(leaves[0][0], jax_leaves(nnx.state(model, nnx.Param))[0])
     assert pl.remove_layers(ft.host_model(whole), [0]).encoder.num_layers == 1
+
+
+def test_old_layers_config_fields_name_their_successors():
+    old = layers_config.get_config()
+    old.unlock()
+    old.corpus = {"num_calibration": 64}
+    old.glue.epochs = 3
+    with pytest.raises(ValueError) as error:
+        config_schema.check_fields(old, layers_config.get_config())
+    assert "config.corpus.num_calibration is now config.data.num_calibration" in str(error.value)
+    assert "config.glue.epochs is now config.glue.train.epochs" in str(error.value)
+    for preset in ("smoke", "glue"):
+        config_schema.check_fields(layers_config.get_config(preset), layers_config.get_config())
