@@ -72,13 +72,18 @@ def layer_scores(model, tok, corpus, config):
         pooling=config.scores.pooling,
         extra_poolings=tuple(config.scores.extra_poolings),
     )
+    # The spectra are summed over processes (`redundax.monitor`): each feeds its rows of every
+    # batch, on one local device (the replicated eigendecompositions need no more).
+    local = config.scores.batch_size // jax.process_count()
+    rows = slice(jax.process_index() * local, (jax.process_index() + 1) * local)
     spectra = monitor.measure(
         model,
-        track(batches, desc="covariance spectra"),
+        track([{k: v[rows] for k, v in b.items()} for b in batches], desc="covariance spectra"),
         where=r"embeddings|layers\.\d+",
         metrics=tuple(config.scores.monitor_metrics),
         reduce="mean",
         mask=lambda b: b["attention_mask"],
+        mesh=mesh_lib.make_data_mesh(jax.local_devices()[:1]),
     )
     return stats, spectra
 

@@ -6,12 +6,15 @@ Each run is a subprocess of `python -m experiments.layers` on the `smoke` preset
 on one CPU device.
 
 Tolerance. The layer scores, the pruned models' embeddings and the retrieval ranks are computed
-outside the mesh, identically in every run; only the recovery fine-tunes are data-parallel, where
-the loss mean and the gradient sums are all-reduced over 8 devices or 2 processes in another
-float32 order. Measured, the recovered fidelities then differ by at most a few 1e-8; the check
-allows 1e-5 absolute on every number of `results.json` (a real change, e.g. one step more or
-another batch, moves them by more than 1e-3) and requires every other entry to be equal. The
-resumed run is held to exact equality: same devices, same steps, same batches.
+outside the mesh, identically in every run. Two parts are data-parallel: the recovery fine-tunes
+(the loss mean and the gradient sums are all-reduced over 8 devices or 2 processes in another
+float32 order) and the covariance spectra with 2 processes (each process accumulates its half of
+every calibration batch; the float32 moments are merged). Measured: recovered fidelities differ by
+at most 1.4e-9 and the spectra metrics by at most 1.5e-5 on RankMe values near 22 (7e-7
+relative). The check allows 1e-5 relative plus 1e-6 absolute on every number of `results.json` (a
+real change, e.g. one step more or another batch, moves them by more than 1e-3) and requires every
+other entry to be equal. The resumed run is held to exact equality: same devices, same steps, same
+batches.
 """
 
 from __future__ import annotations
@@ -73,18 +76,18 @@ def _results(workdir: pathlib.Path) -> dict:
     return json.loads((workdir / "results.json").read_text())
 
 
-def _assert_close(got, ref, atol: float, path: str = "") -> None:
+def _assert_close(got, ref, rtol: float, path: str = "") -> None:
     if isinstance(ref, dict):
         assert got.keys() == ref.keys(), path
         for k in ref:
             if k not in SKIP:
-                _assert_close(got[k], ref[k], atol, f"{path}/{k}")
+                _assert_close(got[k], ref[k], rtol, f"{path}/{k}")
     elif isinstance(ref, list):
         assert len(got) == len(ref), path
         for i, (a, b) in enumerate(zip(got, ref, strict=True)):
-            _assert_close(a, b, atol, f"{path}[{i}]")
+            _assert_close(a, b, rtol, f"{path}[{i}]")
     elif isinstance(ref, float):
-        assert abs(got - ref) <= atol, (path, got, ref)
+        assert abs(got - ref) <= rtol * (abs(ref) + 0.1), (path, got, ref)
     else:
         assert got == ref, path
 
@@ -100,7 +103,7 @@ def test_eight_devices_equal_one_device(reference, tmp_path):
     _finish([_launch(tmp_path, JAX_NUM_CPU_DEVICES="8")])
     assert _results(tmp_path)["devices"] == 8 and _results(reference)["devices"] == 1
     assert "fidelity_recovered" in _results(tmp_path)["pruning"][0]
-    _assert_close(_results(tmp_path), _results(reference), atol=1e-5)
+    _assert_close(_results(tmp_path), _results(reference), rtol=1e-5)
 
 
 def test_two_processes_equal_one_process(reference, tmp_path):
@@ -109,7 +112,7 @@ def test_two_processes_equal_one_process(reference, tmp_path):
     procs = [_launch(tmp_path, [*dist, f"--process_id={i}"]) for i in range(2)]
     _finish(procs)
     assert _results(tmp_path)["processes"] == 2
-    _assert_close(_results(tmp_path), _results(reference), atol=1e-5)
+    _assert_close(_results(tmp_path), _results(reference), rtol=1e-5)
 
 
 def test_sigterm_resume_and_finished_rerun(reference, tmp_path):
@@ -124,7 +127,7 @@ def test_sigterm_resume_and_finished_rerun(reference, tmp_path):
     assert "preempted" in out and not (tmp_path / "results.json").exists()
     assert any((tmp_path / "recovery").rglob("checkpoints/*/state"))  # saved on SIGTERM
     _finish([_launch(tmp_path)])  # the same command resumes
-    _assert_close(_results(tmp_path), _results(reference), atol=0.0)
+    _assert_close(_results(tmp_path), _results(reference), rtol=0.0)
     before = (tmp_path / "results.json").read_bytes()
     start = time.time()
     out = _finish([_launch(tmp_path)])[0]  # finished: reported complete, nothing retrained
