@@ -105,30 +105,6 @@ def recover(model, drop, tok, corpus, targets, config, mesh, workdir):
     return None if state is None else ft.host_model(state)
 
 
-def save_checkpoint(model, stats, tok, corpus, model_dir, config, workdir) -> dict | None:
-    """Save the `prune.save_criterion` model at the largest k, reload it and compare."""
-    if not config.prune.save_criterion:
-        return None
-    k, num_layers = max(config.prune.ks), model.num_layers
-    drop = pl.select_layers(config.prune.save_criterion, k, num_layers, stats, seed=config.seed)
-    pruned = pl.remove_layers(model, drop)
-    out_dir = workdir / f"pruned_{config.prune.save_criterion}_k{k}"
-    pl.save_pruned(
-        pruned, out_dir, dropped=drop, original_num_layers=num_layers,
-        criterion=config.prune.save_criterion, statistics=stats, source_dir=model_dir,
-    )  # fmt: skip
-    reloaded, record = pl.load_pruned(out_dir)
-    batch = [text.tokenize(tok, corpus["heldout"][:8])]
-    diff = np.abs(pl.embed_batches(pruned, batch) - pl.embed_batches(reloaded, batch))
-    return {
-        "path": str(out_dir),
-        "dropped": [i + 1 for i in drop],
-        "num_layers": reloaded.num_layers,
-        "recorded_dropped": [i + 1 for i in record["dropped_layers"]],
-        "reload_max_abs_diff": float(np.max(diff)),
-    }
-
-
 def run_sentences(config, workdir: pathlib.Path, mesh) -> dict[str, Any] | None:
     t0 = time.time()
     model, model_dir, tok = load_model(config)
@@ -216,9 +192,12 @@ def run_sentences(config, workdir: pathlib.Path, mesh) -> dict[str, Any] | None:
     if single:
         results["criterion_vs_ablation_spearman"] = study.ablation_spearman(stats, single)
     if jax.process_index() == 0:
-        results["saved_checkpoint"] = save_checkpoint(
-            model, stats, tok, corpus, model_dir, config, workdir
-        )
+        if config.prune.save_criterion:
+            results["saved_checkpoint"] = study.save_and_reload(
+                model, stats, config.prune.save_criterion, max(config.prune.ks),
+                workdir=workdir, seed=config.seed, source_dir=model_dir,
+                probe=text.tokenize(tok, corpus["heldout"][:8]),
+            )  # fmt: skip
         results["seconds"] = {"scores": t_scores, "total": time.time() - t0}
         with metrics_lib.Writer(workdir) as writer:
             layer_values = {f"{name}/layer{i + 1}": float(v) for name in

@@ -21,7 +21,7 @@ from redundax import glue
 from redundax.models import bert
 from redundax.prune import finetune as ft
 from redundax.prune import layers as pl
-from redundax.train import config_schema, failures, optim
+from redundax.train import config_schema, failures, loop, optim
 from redundax.train import mesh as mesh_lib
 from redundax.train import state as state_lib
 
@@ -161,3 +161,54 @@ def test_old_layers_config_fields_name_their_successors():
     assert "config.glue.epochs is now config.glue.train.epochs" in str(error.value)
     for preset in ("smoke", "glue"):
         config_schema.check_fields(layers_config.get_config(preset), layers_config.get_config())
+
+
+def test_glue_epoch_statistics_survive_a_sigterm(tmp_path, monkeypatch):
+    """Per-epoch R_l, block influence, knowledge entropy and space-time redundancy of a GLUE
+    fine-tune stopped by SIGTERM in epoch 2 of 3 and resumed equal those of an uninterrupted one
+    (the pooled states of epoch 1 come back from disk), and the pruning statistics match."""
+    config = layers_config.get_config("glue")
+    config.data.batch_size = 8
+    config.run.progress = False
+    split = _split(24, 7, 2)
+    model = bert.SequenceClassifier(TINY, 2, rngs=nnx.Rngs(0))
+    probe = [{k: v[:6] for k, v in split.items() if k != "label"}] * 2
+    plain = glue.split_batches
+    signal_at = {"step": None}
+
+    def signalling_batches(*args):  # SIGTERM while fetching batch `signal_at`
+        it = plain(*args)
+        fetch = it.fetch
+
+        def fetch_and_signal(idx):
+            if it.step == signal_at["step"]:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return fetch(idx)
+
+        it.fetch = fetch_and_signal
+        return it
+
+    monkeypatch.setattr(glue, "split_batches", signalling_batches)
+
+    def run(rundir):
+        stats = glue.EpochStatistics(probe, 3, "mean", rundir)
+        state = glue.finetune(
+            model, split, "mrpc", epochs=3, config=config, mesh=mesh_lib.make_data_mesh(),
+            rundir=rundir, desc="t", evaluators={"epoch": loop.Evaluator(stats, 3)},
+        )  # fmt: skip
+        return state, stats
+
+    _, whole = run(tmp_path / "whole")
+    signal_at["step"] = 4  # during epoch 2 (steps 4..6): saved at step 5
+    try:
+        stopped, _ = run(tmp_path / "split")
+        assert stopped is None
+    finally:
+        failures.reset_preempted()
+    signal_at["step"] = None
+    _, resumed = run(tmp_path / "split")
+    assert sorted(resumed.records) == [1, 2, 3] and "spacetime_redundancy" in resumed.records[2]
+    assert resumed.records == whole.records
+    a, b = whole.final_statistics(), resumed.final_statistics()
+    np.testing.assert_array_equal(a.redundancy, b.redundancy)
+    np.testing.assert_array_equal(a.knowledge_entropy, b.knowledge_entropy)

@@ -36,7 +36,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from redundax.train import checkpoint as checkpoint_lib
-from redundax.train import loop, optim, step
+from redundax.train import failures, loop, optim, step
 from redundax.train import mesh as mesh_lib
 from redundax.train import metrics as metrics_lib
 from redundax.train import state as state_lib
@@ -164,8 +164,8 @@ def finetune(
       config: recorded with the checkpoints; a rerun under a different config is refused.
 
     Returns:
-      The final `TrainState`, replicated over `mesh`; None when a SIGTERM stopped training (a
-      checkpoint was saved; rerun to resume).
+      The final `TrainState`, replicated over `mesh`; None when a SIGTERM arrived (a checkpoint
+      was saved; rerun to resume), also at the last step, so that the run stops there.
     """
     if not isinstance(num_steps, int) or num_steps < 1:
         raise ValueError(f"`num_steps` must be a positive int; got {num_steps!r}.")
@@ -193,8 +193,8 @@ def finetune(
             desc=desc,
             evaluators=evaluators,
         )
-    if int(mesh_lib.to_host(state.step)) < num_steps:
-        return None
+    if int(mesh_lib.to_host(state.step)) < num_steps or failures.was_preempted():
+        return None  # a SIGTERM, even one at the last step, stops the run after the save
     return state
 
 

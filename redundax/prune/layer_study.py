@@ -10,6 +10,8 @@ The offline task of `experiments/layers.py`, as importable pieces:
 - `distillation_batches(tokenizer, sentences, targets, *, batch_size, seed, pad_to_multiple_of)`:
   resumable shuffled training batches for the recovery fine-tune (`redundax.prune.finetune`)
   towards the teacher's embeddings `targets` (`redundax.prune.layers.distillation_loss`).
+- `save_and_reload(model, statistics, criterion, k, *, workdir, ...)`: the pruned checkpoint of
+  one criterion (`redundax.prune.layers.save_pruned`), reloaded and compared on a probe batch.
 - `ablation_spearman(statistics, single)`: Spearman correlation between each criterion's
   prune-first order and the fidelity lost by removing each single layer.
 - `results_markdown(results, cap_min_change)`, `write_figures(workdir, results)`: the report.
@@ -134,6 +136,38 @@ def distillation_batches(
         return batch
 
     return ShuffledBatches(len(sentences), batch_size, seed, fetch)
+
+
+def save_and_reload(
+    model,
+    statistics: pl.LayerStatistics,
+    criterion: str,
+    k: int,
+    *,
+    workdir: pathlib.Path,
+    seed: int,
+    source_dir,
+    probe: Mapping[str, np.ndarray],
+) -> dict[str, Any]:
+    """Save `model` without the `k` layers `criterion` removes as `workdir/pruned_<criterion>_k<k>`,
+    reload it and report the largest embedding difference on the `probe` batch (0 expected)."""
+    num_layers = model.num_layers
+    drop = pl.select_layers(criterion, k, num_layers, statistics, seed=seed)
+    pruned = pl.remove_layers(model, drop)
+    out_dir = pathlib.Path(workdir) / f"pruned_{criterion}_k{k}"
+    pl.save_pruned(
+        pruned, out_dir, dropped=drop, original_num_layers=num_layers, criterion=criterion,
+        statistics=statistics, source_dir=source_dir,
+    )  # fmt: skip
+    reloaded, record = pl.load_pruned(out_dir)
+    diff = np.abs(pl.embed_batches(pruned, [probe]) - pl.embed_batches(reloaded, [probe]))
+    return {
+        "path": str(out_dir),
+        "dropped": [i + 1 for i in drop],
+        "num_layers": reloaded.num_layers,
+        "recorded_dropped": [i + 1 for i in record["dropped_layers"]],
+        "reload_max_abs_diff": float(np.max(diff)),
+    }
 
 
 def _spearman(a, b) -> float:
@@ -343,6 +377,7 @@ __all__ = [
     "model_name",
     "profile_shape",
     "results_markdown",
+    "save_and_reload",
     "sentence_corpus",
     "write_figures",
 ]
