@@ -15,7 +15,9 @@ from flax import nnx
 
 from redundax.functionals import entropy_rate as er
 from redundax.models import bert, hf_loader
+from redundax.prune import finetune as ft
 from redundax.prune import layers as pl
+from redundax.train import mesh as mesh_lib
 
 HAS_MINILM = importlib.util.find_spec(hf_loader.MINILM_PACKAGE) is not None
 TINY = bert.BertConfig(
@@ -197,7 +199,7 @@ def test_retrieval_and_fidelity_metrics():
     assert pl.embedding_fidelity(q, -q) == pytest.approx(-1.0)
 
 
-def test_recovery_distillation_reduces_loss_and_keeps_original(tiny):
+def test_recovery_distillation_reduces_loss_and_keeps_original(tiny, tmp_path):
     batch = _batch(20, b=8)
     # targets the pruned encoder does not produce: random directions, cos ~ 0 at the start
     target = np.random.default_rng(0).normal(size=(8, TINY.hidden_size)).astype(np.float32)
@@ -209,26 +211,16 @@ def test_recovery_distillation_reduces_loss_and_keeps_original(tiny):
         emb = np.asarray(bert.mean_pool(_hidden(model, batch)[-1], batch["attention_mask"]))
         return 1 - pl.embedding_fidelity(emb, target)
 
-    recovered = pl.recover(
-        pruned,
-        pl.distillation_loss,
-        iter([train] * 20),
-        steps=20,
-        learning_rate=1e-2,
-        weight_decay=0.0,
-    )
+    batches = ft.ShuffledBatches(8, 8, 0, lambda idx: {k: v[idx] for k, v in train.items()})
+    optim = {"name": "adamw", "lr": 1e-2, "schedule": "linear", "warmup_fraction": 0.06}
+    state = ft.finetune(
+        pruned, pl.distillation_loss, batches, num_steps=20, optim_config=optim,
+        mesh=mesh_lib.make_data_mesh(), rundir=tmp_path, progress=False,
+    )  # fmt: skip
+    recovered = ft.host_model(state)
     assert loss(pruned) > 0.7 and loss(recovered) < 0.5 * loss(pruned)
     np.testing.assert_array_equal(_hidden(tiny, batch), before)  # donation did not touch it
     assert pruned.num_layers == 2 and np.isfinite(loss(pruned))
-    with pytest.raises(ValueError, match="ran out"):  # same settings: no new compilation
-        pl.recover(
-            pruned,
-            pl.distillation_loss,
-            iter([train]),
-            steps=20,
-            learning_rate=1e-2,
-            weight_decay=0.0,
-        )
 
 
 @pytest.mark.skipif(
@@ -308,18 +300,18 @@ def test_glue_protocol_runs_end_to_end_on_injected_data(tmp_path):
 
     config = get_config("glue")
     config.glue.model_path = str(ckpt)
-    config.glue.tasks = ("mrpc",)
-    config.glue.criteria = ("redundancy", "random")
-    config.glue.epochs = 2
-    config.glue.recovery_epochs = 1
-    config.glue.num_removed = 1
-    config.glue.batch_size = 8
-    config.glue.max_length = 16
+    config.data.tasks = ("mrpc",)
+    config.prune.criteria = ("redundancy", "random")
+    config.prune.ks = (1,)
+    config.glue.train.epochs = 2
+    config.glue.train.recovery_epochs = 1
+    config.data.batch_size = 8
+    config.model.max_length = 16
     config.scores.batch_size = 8
-    config.glue.score_batches = 2
+    config.scores.num_batches = 2
+    config.run.progress = False
     workdir = tmp_path / "run"
-    workdir.mkdir()
-    results = exp.run_glue(config, workdir, load_split=load_split)
+    results = exp.run(config, workdir, load_split=load_split)
     task = results["tasks"]["mrpc"]
     assert [r["criterion"] for r in task["rows"]] == ["none", "redundancy", "random"]
     for r in task["rows"]:

@@ -22,7 +22,7 @@ CHANGES = {
     "mae": ("--config.optim.learning_rate=0.5", "optim.learning_rate"),
     "multimodal": ("--config.optim.lr=0.5", "optim.lr"),
     "channels": ("--config.prune.optim.lr=0.5", "prune.optim.lr"),
-    "layers": ("--config.recovery.learning_rate=0.5", "recovery.learning_rate"),
+    "layers": ("--config.optim.lr=0.5", "optim.lr"),
 }
 
 

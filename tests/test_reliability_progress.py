@@ -57,7 +57,7 @@ def test_layers_smoke_logs_every_phase(caplog, tmp_path):
     caplog.set_level(logging.INFO)
     c = get_config("smoke")
     exp.run(c, tmp_path)
-    batches = c.corpus.num_calibration // c.scores.batch_size
+    batches = c.data.num_calibration // c.scores.batch_size
     criteria = len(c.prune.criteria)
     for phase, n in (
         ("layer scores", batches),

@@ -14,7 +14,10 @@
 - `curves`: pruning curves (`pruning_curves`, `latency_fields`) and their AUC summaries.
 - `report`: the channels experiment's Markdown tables.
 - `layers`: layer-removal criteria (redundancy score R_l, block influence, random LayerDrop, knowledge
-  entropy, last-k), pruned checkpoints that reload, recovery fine-tuning.
+  entropy, last-k), pruned checkpoints that reload, the distillation loss of recovery.
+- `finetune`: (recovery) fine-tuning on the training engine: resumable shuffled batches, the
+  optimizer section with a warm-up fraction, checkpoints, data-parallel steps.
+- `layer_study`: the sentence-embedding study of layer pruning (corpus, scores, report).
 
 The main names are re-exported here: `from redundax.prune import method_scores, pruning_curves`.
 """

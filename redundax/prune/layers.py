@@ -28,7 +28,7 @@ import functools
 import json
 import pathlib
 import shutil
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import jax
@@ -40,7 +40,6 @@ from redundax import text as text_lib
 from redundax.functionals.entropy_rate import RedundancyAccumulator
 from redundax.models import hf_loader
 from redundax.models.bert import BertEncoder, SequenceClassifier, apply_hidden, mean_pool
-from redundax.train import optim
 
 CRITERIA = ("redundancy", "block_influence", "random", "knowledge_entropy", "last")
 PRUNING_FILE = "pruning.json"
@@ -314,79 +313,7 @@ def load_pruned(path, *, classifier: bool = False, dtype=None):
 
 
 # ---------------------------------------------------------------------------------------------------
-# Recovery fine-tuning.
-
-
-def detached_copy(model: nnx.Module) -> nnx.Module:
-    """A copy of `model` with its own buffers (safe to donate to a jitted train step).
-
-    `nnx.clone` and `remove_layers` share the (immutable) arrays with the original; donating them
-    would delete the original's parameters.
-    """
-    graphdef, state = nnx.split(model)
-    return nnx.merge(graphdef, jax.tree.map(lambda x: jnp.array(x, copy=True), state))
-
-
-@functools.lru_cache(maxsize=16)
-def adamw_warmup_step(loss_fn, steps, learning_rate, weight_decay, warmup_fraction):
-    """`(tx, schedule, train_step)`: AdamW with linear warm-up to `learning_rate` over
-    `warmup_fraction * steps` steps and linear decay to 0, and its jitted platform train step.
-
-    Cached by value: every fine-tune with the same settings (encoders pruned to the same depth)
-    shares one compilation. `loss_fn` must be the same object across calls for the cache to hit.
-    """
-    from redundax.train import step as step_lib
-
-    warmup = max(1, int(warmup_fraction * steps))
-    section = {
-        "name": "adamw",
-        "lr": learning_rate,
-        "weight_decay": weight_decay,
-        "schedule": "linear",
-        "warmup_steps": warmup,
-    }
-    tx, schedule = optim.build(section, max(steps, 2))
-    return tx, schedule, step_lib.make_train_step(loss_fn, tx, learning_rate=schedule)
-
-
-def recover(
-    model: nnx.Module,
-    loss_fn: Callable,
-    batches: Iterable[dict[str, Any]],
-    *,
-    steps: int,
-    learning_rate: float = 2e-5,
-    weight_decay: float = 0.01,
-    warmup_fraction: float = 0.06,
-    seed: int = 0,
-    on_step: Callable[[int, dict[str, float]], None] | None = None,
-) -> nnx.Module:
-    """Optional recovery fine-tune: AdamW with linear warm-up and decay for `steps` batches.
-
-    `loss_fn(model, batch, rng) -> (loss, aux)` in the platform's form (`redundax.train.step`); the
-    model is called in training mode by the loss (dropout on). Returns the fine-tuned model (a new
-    module; `model` is not changed).
-    """
-    from redundax.train import state as state_lib
-
-    if steps < 0:
-        raise ValueError(f"`steps` must be >= 0; got {steps}.")
-    if steps == 0:
-        return detached_copy(model)
-    tx, _, train_step = adamw_warmup_step(
-        loss_fn, steps, float(learning_rate), float(weight_decay), float(warmup_fraction)
-    )
-    state = state_lib.create(detached_copy(model), tx, seed)
-    it = iter(batches)
-    for i in range(steps):
-        try:
-            batch = next(it)
-        except StopIteration:
-            raise ValueError(f"`batches` ran out after {i} of {steps} recovery steps.") from None
-        state, metrics = train_step(state, batch)
-        if on_step is not None:
-            on_step(i + 1, {k: float(v) for k, v in metrics.items()})
-    return state.model()
+# Recovery fine-tuning (the loss; `redundax.prune.finetune` runs it on the engine).
 
 
 def distillation_loss(
@@ -497,7 +424,6 @@ __all__ = [
     "LayerStatistics",
     "block_influence_sums",
     "collect_statistics",
-    "detached_copy",
     "distillation_loss",
     "embed_batches",
     "embed_texts",
@@ -505,7 +431,6 @@ __all__ = [
     "knowledge_entropy_from_sums",
     "load_pruned",
     "make_statistics_fn",
-    "recover",
     "remove_layers",
     "retrieval_scores",
     "save_pruned",
