@@ -263,8 +263,9 @@ def config_problem(config: Any, default_config: str | None = None) -> str | None
     experiment's config is named as such; old field names of the config are named with their new
     names), that every field is one of the default config's (`config_schema.check_fields`: an
     old or misspelt field is named with the right one) and that batch sizes, epoch and step
-    counts are >= 1.
+    counts are >= 1 (>= 0 where the default config itself has 0).
     """
+    expected = None
     if default_config is not None:
         try:
             expected = _load_config(default_config)
@@ -288,12 +289,22 @@ def config_problem(config: Any, default_config: str | None = None) -> str | None
                 config_schema.check_fields(config, expected)
             except ValueError as error:
                 return f"{str(error).rstrip('.')} (the schema: {default_config})."
+    # a count whose default is 0 (e.g. the layers study's `train.steps`: no recovery) may be 0
+    zero_by_default = (
+        {name for name, value in _leaves(expected) if value == 0 and not isinstance(value, bool)}
+        if default_config is not None and expected is not None
+        else set()
+    )
     for name, value in _leaves(config):
         last = name.rsplit(".", 1)[-1]
         positive = (
             last.endswith("batch_size") or last in _POSITIVE_FIELDS or name in _POSITIVE_FIELDS
         )
-        if positive and isinstance(value, int) and not isinstance(value, bool) and value < 1:
+        if not positive or not isinstance(value, int) or isinstance(value, bool):
+            continue
+        if name in zero_by_default and value < 0:
+            return f"config.{name} must be >= 0; got {value} (--config.{name}=<int >= 0>)."
+        if name not in zero_by_default and value < 1:
             return f"config.{name} must be >= 1; got {value} (--config.{name}=<positive int>)."
     return None
 
