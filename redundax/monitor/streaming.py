@@ -265,6 +265,8 @@ def measure(
     results = {}
     for width, paths in by_width.items():  # one vmapped program per layer width
         stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *(moments[p] for p in paths))
+        # the moments are replicated: decompose them once, on one device, not on every device
+        stacked = jax.device_put(jax.tree.map(_local_copy, stacked), jax.local_devices()[0])
         host = mesh_lib.to_host(_metrics(stacked, names))
         counts = mesh_lib.to_host(stacked.count)
         for i, path in enumerate(paths):
