@@ -10,8 +10,11 @@ as one jitted update with donated parameters and optimizer state:
 - `redreg(idle)+sgd`: the same with the co-information gate closed (``tau = 1`` above the
   similarity 0.9), so that nothing is suppressed: the cost of carrying RedReg along;
 - `redreg(per_modality)+sgd`: the same with one projection over each encoder;
-- `ogm_ge+sgd`: `ogm_ge` chained before it (Box-Muller noise, the default);
-- `ogm_ge(inverse_cdf)+sgd`: the same with ``normal="inverse_cdf"`` (``jax.random.normal``).
+- `ogm+sgd`: `ogm_ge(noise=False)` chained before it: the modulation alone, no noise;
+- `ogm_ge+sgd`: `ogm_ge` chained before it (the default: counter-hash bits, Box-Muller noise);
+- `ogm_ge(fused_threefry)+sgd`: the same noise transform from Threefry-2x32 bits;
+- `ogm_ge(inverse_cdf)+sgd`: ``normal="inverse_cdf"`` (``jax.random.normal`` of Threefry bits,
+  the draws of earlier versions).
 
 Ratios are against `sgd`. A second comparison times the suppression step alone -- for every
 tensor of the dominant encoder, ``g + beta (d - <d, g>/||g||² g)`` -- as the jitted `redreg`
@@ -53,7 +56,9 @@ KINDS = (
     "redreg+sgd",
     "redreg(idle)+sgd",
     "redreg(per_modality)+sgd",
+    "ogm+sgd",
     "ogm_ge+sgd",
+    "ogm_ge(fused_threefry)+sgd",
     "ogm_ge(inverse_cdf)+sgd",
 )
 
@@ -88,8 +93,12 @@ def optimizer(kind: str) -> optax.GradientTransformation:
         return optax.chain(redreg(encoder_labels, tau=1.0), *base)
     if kind == "redreg(per_modality)+sgd":
         return optax.chain(redreg(encoder_labels, tau=0.0, projection="per_modality"), *base)
+    if kind == "ogm+sgd":
+        return optax.chain(ogm_ge(encoder_labels, noise=False), *base)
     if kind == "ogm_ge+sgd":
         return optax.chain(ogm_ge(encoder_labels), *base)
+    if kind == "ogm_ge(fused_threefry)+sgd":
+        return optax.chain(ogm_ge(encoder_labels, rng_impl="fused_threefry"), *base)
     if kind == "ogm_ge(inverse_cdf)+sgd":
         return optax.chain(ogm_ge(encoder_labels, normal="inverse_cdf"), *base)
     raise ValueError(kind)

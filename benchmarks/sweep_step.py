@@ -7,11 +7,17 @@ A sweep (``redundax.sweep``) trains its members as one ``jit(vmap(step))`` over 
 optimiser states and masking keys, with the batch shared. This script times that vectorised step
 (eq. 2's objective with the R_spec penalty, AdamW update; the step of ``benchmarks/mae_step.py``)
 for each member count M and divides by M, against the reference in the same run: the single-member
-``jit(step)`` that the sequential sweep runs M times. All cases are visited in turn in every round
-(interleaved medians), so load changes hit them alike.
+``jit(step)`` that the sequential sweep runs M times. It also times the members in chunks,
+``jit(lax.map(vmap(step), batch_size=c))`` (``--chunks``): ``c`` members at a time, one loop
+over the chunks inside one program. All cases are visited in turn in every round (interleaved
+medians), so load changes hit them alike.
 
 Ratio ``vmap/single`` = (vectorised step time / M) / single-member step time: below 1 the member
-axis brings a compute gain (larger, cheaper matrix products and fewer dispatched kernels per member).
+axis brings a gain (fewer dispatched kernels per member). The member axis does not make matrix
+products larger per member (every member has its own weights, so the products stay as many and as
+large, batched), and it multiplies every activation by M: ``temp MB/member`` is XLA's temporary
+buffer size of the compiled program (``memory_analysis``) per member of one chunk, the working
+set that decides whether a step stays in the CPU's caches.
 """
 
 from __future__ import annotations
@@ -23,13 +29,51 @@ import pathlib
 import sys
 
 import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from mae_step import interleaved_medians, jax_runner
+from mae_step import interleaved_medians, jax_step_fn
 
-from redundax.models.mae import mae_config
+from redundax.models.mae import MAE, mae_config
+
+
+def member_runner(cfg, batch: int, members: int, chunk: int | None = None):
+    """``(run, temp_bytes)``: a closure running one jitted step of ``members`` stacked members
+    (``jit(vmap(step))``; ``chunk``: ``jit(lax.map(vmap(step), batch_size=chunk))``; members=0:
+    the single-member ``jit(step)``) and the compiled program's temporary buffer bytes."""
+    graphdef, params = nnx.split(MAE(cfg, rngs=nnx.Rngs(0)))
+    tx = optax.adamw(1e-4, b1=0.9, b2=0.95, weight_decay=0.05)
+    opt_state = tx.init(params)
+    step = jax_step_fn(graphdef, tx, penalty=True)
+    images = jax.random.normal(
+        jax.random.key(1), (batch, cfg.image_size, cfg.image_size, cfg.in_channels)
+    )
+    keys = jax.random.key(2)
+    if members:
+        params, opt_state = jax.tree.map(lambda x: jnp.stack([x] * members), (params, opt_state))
+        keys = jax.random.split(keys, members)
+        if chunk is None or chunk >= members:
+            step = jax.vmap(step, in_axes=(0, 0, None, 0))
+        else:
+            one = step
+
+            def step(p, s, x, k):  # lax.map vmaps `one` over `chunk` members at a time
+                return jax.lax.map(lambda a: one(a[0], a[1], x, a[2]), (p, s, k), batch_size=chunk)
+
+    compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, opt_state, images, keys).compile()
+    memory = compiled.memory_analysis()
+    temp = getattr(memory, "temp_size_in_bytes", None) if memory is not None else None
+    state = [params, opt_state]
+
+    def run():
+        state[0], state[1], loss = compiled(state[0], state[1], images, keys)
+        jax.block_until_ready(loss)
+
+    return run, temp
 
 
 def main() -> None:
@@ -37,6 +81,7 @@ def main() -> None:
     ap.add_argument("--size", default="tiny")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--members", default="1,3,7,21")
+    ap.add_argument("--chunks", default="3", help="chunk sizes c for the largest member count")
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument(
         "--out",
@@ -44,27 +89,44 @@ def main() -> None:
     )
     args = ap.parse_args()
     counts = [int(m) for m in args.members.split(",")]
-    if not counts or min(counts) < 1:
-        raise ValueError(f"--members must list positive member counts; got {args.members!r}.")
+    chunks = [int(c) for c in args.chunks.split(",") if c]
+    if not counts or min(counts) < 1 or any(c < 1 for c in chunks):
+        raise ValueError(
+            f"--members and --chunks must list positive counts; got {args.members!r}, "
+            f"{args.chunks!r}."
+        )
     cfg = mae_config(args.size)
-    cases = {"single": jax_runner(cfg, args.batch, penalty=True)}
-    for m in counts:
-        cases[f"vmap_{m}"] = jax_runner(cfg, args.batch, penalty=True, members=m)
+    m_max = max(counts)
+    layouts = {"single": (0, None)}
+    layouts.update({f"vmap_{m}": (m, None) for m in counts})
+    layouts.update({f"chunks_{c}_of_{m_max}": (m_max, c) for c in chunks if c < m_max})
+    cases, temp = {}, {}
+    for name, (m, c) in layouts.items():
+        cases[name], temp[name] = member_runner(cfg, args.batch, m, c)
     med = {k: 1e3 * v for k, v in interleaved_medians(cases, args.repeats).items()}
     rows = []
-    print(f"{'members':>8} {'ms/step':>10} {'ms/member-step':>15} {'vmap/single':>12}")
-    print(f"{'single':>8} {med['single']:10.2f} {med['single']:15.2f} {1.0:12.2f}")
-    for m in counts:
-        per = med[f"vmap_{m}"] / m
+    head = (
+        f"{'layout':>14} {'members':>8} {'ms/step':>10} {'ms/member-step':>15} {'vmap/single':>12}"
+    )
+    print(head + f" {'temp MB/member':>15}")
+    for name, (m, c) in layouts.items():
+        per = med[name] / max(m, 1)
+        t = temp[name] / 1e6 / (min(c or m, m) or 1) if temp[name] is not None else float("nan")
         rows.append(
             {
-                "members": m,
-                "ms_per_step": med[f"vmap_{m}"],
+                "layout": name,
+                "members": max(m, 1),
+                "chunk": c,
+                "ms_per_step": med[name],
                 "ms_per_member_step": per,
                 "vmap_over_single": per / med["single"],
+                "temp_mb_per_member": t,
             }
         )
-        print(f"{m:8d} {med[f'vmap_{m}']:10.2f} {per:15.2f} {per / med['single']:12.2f}")
+        print(
+            f"{name:>14} {max(m, 1):8d} {med[name]:10.2f} {per:15.2f} "
+            f"{per / med['single']:12.2f} {t:15.2f}"
+        )
     report = {
         "backend": jax.default_backend(),
         "device": jax.devices()[0].device_kind,

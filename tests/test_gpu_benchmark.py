@@ -56,7 +56,9 @@ def test_cpu_tiny_mode_runs_every_section(tmp_path):
         "redreg+sgd",
         "redreg(idle)+sgd",
         "redreg(per_modality)+sgd",
+        "ogm+sgd",
         "ogm_ge+sgd",
+        "ogm_ge(fused_threefry)+sgd",
         "ogm_ge(inverse_cdf)+sgd",
     }
     assert updates["sgd"]["x_sgd"] == 1.0

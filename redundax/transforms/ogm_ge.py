@@ -14,10 +14,11 @@ Generalisation enhancement (Sec. 3.3) then adds zero-mean Gaussian noise whose s
 deviation is that of the (unscaled) gradient tensor, ``g <- k_u g + N(0, std(g)^2)``, to every
 encoder leaf, as in the authors' code (standard deviation with Bessel's correction, plus 1e-8).
 Each leaf's noise is drawn with its own key (the step's key folded with the leaf's index),
-by default from Threefry-2x32 bits (:data:`redundax.transforms.prng.FUSED_THREEFRY`, written as
-arithmetic that XLA fuses into the noisy update) mapped to normals by the Box-Muller transform
-(:func:`redundax.transforms.prng.normal`), a third cheaper on CPU than ``jax.random.normal``'s
-``erf_inv`` of the same bits; ``normal="inverse_cdf"`` draws ``jax.random.normal`` as before.
+by default one 32-bit word per element from a keyed counter hash of the element's index
+(:data:`redundax.transforms.prng.COUNTER_HASH`) mapped to a normal by the Box-Muller transform
+(:func:`redundax.transforms.prng.normal`), all elementwise arithmetic that XLA fuses into the
+noisy update; ``normal="inverse_cdf"`` draws ``jax.random.normal`` from Threefry bits, the draws
+of earlier versions.
 Modulation runs for ``start_step <= t <= end_step`` (the code counts epochs, 0 to 50 by
 default).
 
@@ -41,19 +42,22 @@ import jax.numpy as jnp
 import optax
 
 from redundax.transforms._labels import Labels, check_per_modality, flat_labels, modality_names
-from redundax.transforms.prng import FUSED_THREEFRY
+from redundax.transforms.prng import COUNTER_HASH, FUSED_THREEFRY
 from redundax.transforms.prng import normal as box_muller_normal
 
 PyTree = Any
 
 
 RNG_IMPLS = {
+    "counter_hash": COUNTER_HASH,
     "fused_threefry": FUSED_THREEFRY,
     "threefry2x32": "threefry2x32",
     "rbg": "rbg",
     "unsafe_rbg": "unsafe_rbg",
 }
 NORMALS = {"box_muller": box_muller_normal, "inverse_cdf": jax.random.normal}
+DEFAULT_RNG_IMPL = {"box_muller": "counter_hash", "inverse_cdf": "fused_threefry"}
+"""``rng_impl`` used when none is given, per ``normal``."""
 
 
 class OgmGeState(NamedTuple):
@@ -94,7 +98,7 @@ def ogm_ge(
     end_step: int | None = None,
     seed: int = 0,
     min_ndim: int = 1,
-    rng_impl: str = "fused_threefry",
+    rng_impl: str | None = None,
     normal: str = "box_muller",
 ) -> optax.GradientTransformationExtraArgs:
     """Scale each modality's encoder gradients by ``k_u`` and add gradient-matched noise.
@@ -115,14 +119,17 @@ def ogm_ge(
       seed: seed of the noise PRNG key kept in the state.
       min_ndim: modulate only leaves with at least this many dimensions.
       rng_impl: key implementation of the noise (``jax.random.key(seed, impl=...)``):
-        ``"fused_threefry"`` (default; the same draws as JAX's default ``"threefry2x32"``,
-        with the bits written as elementwise arithmetic that XLA fuses into the update,
-        :mod:`redundax.transforms.prng`), ``"threefry2x32"``, ``"rbg"`` or ``"unsafe_rbg"``
-        (XLA's ``RngBitGenerator``: fast on GPU and TPU, slow on CPU).
+        ``"counter_hash"`` (a keyed hash of the element index, fused into the update,
+        :data:`redundax.transforms.prng.COUNTER_HASH`), ``"fused_threefry"`` (the same draws as
+        JAX's default ``"threefry2x32"``, with the bits written as elementwise arithmetic that
+        XLA fuses into the update), ``"threefry2x32"``, ``"rbg"`` or ``"unsafe_rbg"`` (XLA's
+        ``RngBitGenerator``: fast on GPU and TPU, slow on CPU). None (default) picks
+        ``"counter_hash"`` for ``normal="box_muller"`` and ``"fused_threefry"`` for
+        ``normal="inverse_cdf"``.
       normal: how the bits become Gaussian noise: ``"box_muller"`` (default;
-        :func:`redundax.transforms.prng.normal`, one Threefry call per normal for Threefry
-        keys) or ``"inverse_cdf"`` (``jax.random.normal``, the ``erf_inv`` of a uniform: the
-        draws of earlier versions, which used it with ``rng_impl="fused_threefry"``).
+        :func:`redundax.transforms.prng.normal`, one 32-bit word per normal) or
+        ``"inverse_cdf"`` (``jax.random.normal``, the ``erf_inv`` of a uniform: with the default
+        ``rng_impl`` the draws of earlier versions).
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` with state :class:`OgmGeState`.
@@ -135,10 +142,11 @@ def ogm_ge(
         raise ValueError(f"alpha must be non-negative; got {alpha!r}.")
     if end_step is not None and end_step < start_step:
         raise ValueError(f"end_step ({end_step}) must be >= start_step ({start_step}) or None.")
-    if rng_impl not in RNG_IMPLS:
-        raise ValueError(f"rng_impl must be one of {tuple(RNG_IMPLS)}; got {rng_impl!r}.")
     if normal not in NORMALS:
         raise ValueError(f"normal must be one of {tuple(NORMALS)}; got {normal!r}.")
+    rng_impl = DEFAULT_RNG_IMPL[normal] if rng_impl is None else rng_impl
+    if rng_impl not in RNG_IMPLS:
+        raise ValueError(f"rng_impl must be one of {tuple(RNG_IMPLS)} or None; got {rng_impl!r}.")
     impl = RNG_IMPLS[rng_impl]
     draw = NORMALS[normal]
 
