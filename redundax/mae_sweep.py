@@ -52,6 +52,7 @@ from redundax.models.mae import (
 )
 from redundax.probe import linear_probe
 from redundax.train import config_schema, optim
+from redundax.train import evaluate as evaluate_lib
 from redundax.train import state as state_lib
 
 log = logging.getLogger(__name__)
@@ -270,20 +271,19 @@ def make_optimizer(
     return optim.build(section, config.train.epochs * steps_per_epoch)
 
 
-def fixed_batches(images: np.ndarray, batch_size: int, mesh: Mesh) -> Iterator[dict]:
-    """This process's part of every global batch of ``images`` (the last one zero-padded to the
-    same size), with ``"index"``: each example's position in ``images``. The global size is
-    ``batch_size`` (at most ``len(images)``) rounded up to a multiple of the device count."""
+def fixed_batches(images: np.ndarray, batch_size: int, mesh: Mesh) -> Iterator[np.ndarray]:
+    """This process's part of every global batch of ``images``, the last one zero-padded to the
+    same size (one compilation). The global size is ``batch_size`` (at most ``len(images)``)
+    rounded up to a multiple of the device count."""
     n = len(images)
     size = -(-min(batch_size, n) // mesh.size) * mesh.size
     local, p = size // jax.process_count(), jax.process_index()
     for start in range(0, n, size):
         chunk = images[start : start + size]
-        index = np.arange(start, start + size, dtype=np.int32)
         if len(chunk) < size:
-            chunk = np.concatenate([chunk, np.zeros((size - len(chunk), *chunk.shape[1:]))])
-        part = slice(p * local, (p + 1) * local)
-        yield {"image": chunk[part].astype(images.dtype), "index": index[part]}
+            pad = np.zeros((size - len(chunk), *chunk.shape[1:]), images.dtype)
+            chunk = np.concatenate([chunk, pad])
+        yield chunk[p * local : (p + 1) * local]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -378,8 +378,14 @@ class MAEProgram:
         }
 
     def heldout_batches(self, mesh: Mesh) -> Any:
-        """The held-out evaluation batches (a factory: each call starts them afresh)."""
-        return lambda: fixed_batches(self.data.heldout, self.eval_batch_size, mesh)
+        """The held-out evaluation batches (a factory: each call starts them afresh): this
+        process's parts of ``eval.batch_size`` global batches, with each example's ``"index"``
+        (``evaluate_batches`` pads and masks the last one)."""
+        arrays = {
+            "image": self.data.heldout,
+            "index": np.arange(len(self.data.heldout), dtype=np.int32),
+        }
+        return lambda: evaluate_lib.array_batches(arrays, self.eval_batch_size, mesh)
 
     # -- probe ------------------------------------------------------------------------------------
     def _features(self, state: state_lib.TrainState, images: jax.Array) -> jax.Array:
@@ -391,7 +397,7 @@ class MAEProgram:
         fn = layout.map(self._features, in_axes=(0, None))
         parts = []
         for batch in fixed_batches(images, self.eval_batch_size, layout.mesh):
-            parts.append(np.asarray(jax.device_get(fn(state, layout.batch(batch)["image"]))))
+            parts.append(np.asarray(jax.device_get(fn(state, layout.batch(batch)))))
         feats = np.concatenate(parts, axis=-2)[..., : len(images), :]
         return sweep.place(feats, layout.replicated)
 
