@@ -46,6 +46,8 @@ RENAMED: dict[str, str] = {
     "eval_every": "eval.every_steps",
     "optim.num_epochs": "train.epochs",
     "optim.steps": "train.steps",
+    "checkpoint_every_epochs": "checkpoint.every_epochs",  # mae
+    "sweep.shard_members": "sweep.member_shards",  # mae: the (members, data) mesh
 }
 
 _EPOCH_FIELDS = {"boundary_epochs": "boundaries", "warmup_epochs": "warmup_steps"}
