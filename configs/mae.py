@@ -21,6 +21,13 @@ Presets:
             2022: AdamW, betas (0.9, 0.95), weight decay 0.05, base lr 1.5e-4 x batch / 256, warmup
             then cosine) with patch 4 on 32x32 images. Members train one after another, each data
             parallel over all devices.
+
+The schema is the one of every experiment (`redundax.train.config_schema`): `data.*`,
+`train.epochs`, `optim.*` (`redundax.train.optim.build`; `warmup_epochs` is turned into steps),
+`eval.*`, `checkpoint.*`, `run.*`; an old field name (`optim.learning_rate`, `optim.epochs`,
+`checkpoint_every_epochs`, `sweep.shard_members`) is an error naming its successor. The `sweep`,
+`r_star`, `run` and `checkpoint` sections and `eval.final_epochs` may change when a sweep is
+resumed (members are stored by tag); every other field must match.
 """
 
 from __future__ import annotations
