@@ -51,7 +51,7 @@ from redundax.models.mae import (
     representation,
 )
 from redundax.probe import linear_probe
-from redundax.train import config_schema, optim
+from redundax.train import config_schema, failures, optim
 from redundax.train import evaluate as evaluate_lib
 from redundax.train import state as state_lib
 
@@ -63,7 +63,7 @@ log = logging.getLogger(__name__)
 
 
 def _fail(field: str, message: str) -> None:
-    raise ValueError(f"config.{field}: {message}")
+    raise failures.UsageError(f"config.{field}: {message}")
 
 
 def _is_int(v: Any, low: int) -> bool:
@@ -112,12 +112,16 @@ def _check_ranges(config: ConfigDict) -> None:
 
 
 def validate_config(config: ConfigDict, schema: ConfigDict | None = None) -> None:
-    """Raise ``ValueError`` naming the offending config field, before any training.
+    """Raise ``failures.UsageError`` (a ``ValueError``) naming the offending config field, before
+    any training (the CLI prints it without a traceback and exits 2).
 
     ``schema``: the default config (``configs/mae.py``); every field of ``config`` must be one of
     its fields (an old or misspelt name gets the right one, ``config_schema.check_fields``)."""
     if schema is not None:
-        config_schema.check_fields(config, schema)
+        try:
+            config_schema.check_fields(config, schema)
+        except ValueError as error:  # a user-fixable error: the CLI prints it and exits 2
+            raise failures.UsageError(str(error)) from None
     if config.data.name not in rdata.known_datasets():
         _fail(
             "data.name", f"unknown dataset {config.data.name!r}; known: {rdata.known_datasets()}."

@@ -2,6 +2,10 @@
 outputs (with one refinement round), restart, and Table 2 rows."""
 
 import json
+import os
+import pathlib
+import subprocess
+import sys
 
 import jax.numpy as jnp
 import numpy as np
@@ -334,3 +338,17 @@ def test_old_field_names_name_the_schema_field(tmp_path, field, value, match):
     with pytest.raises(ValueError, match=match):
         mae.run(config, str(tmp_path / "w"))
     assert not (tmp_path / "w").exists()
+
+
+def test_cli_bad_field_exits_2_with_one_message(tmp_path):
+    root = pathlib.Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.mae", "--config=configs/mae.py:smoke",
+         "--config.mask_ratio=1.5", f"--workdir={tmp_path / 'w'}"],
+        cwd=root, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "config.mask_ratio: must lie strictly between 0 and 1; got 1.5" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not list((tmp_path / "w").glob("members/*"))  # nothing trained
