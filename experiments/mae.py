@@ -98,7 +98,7 @@ def run(config: ConfigDict, workdir: str | pathlib.Path) -> dict:
         progress=config.run.progress,
         data=data.make_iterator,
         eval_batches=program.heldout_batches(mesh),
-        eval_batch_size=config.eval.batch_size,
+        eval_batch_size=program.heldout_batch_size,
         schedule=schedule,
         on_eval=_log_member(config),
     )

@@ -314,6 +314,9 @@ class MAEProgram:
         self.eval_key = jax.random.PRNGKey(config.eval.mask_seed)
         self.eval_batch_size = int(config.eval.batch_size)
         self.num_heldout = len(data.heldout)
+        # global held-out batch: its rows are in held-out order on any number of processes (a
+        # process pads only the last batch), so the masks drawn for it are the same everywhere
+        self.heldout_batch_size = min(self.eval_batch_size, self.num_heldout)
         self._init = jax.jit(self._create)
 
     # -- state ------------------------------------------------------------------------------------
@@ -389,7 +392,7 @@ class MAEProgram:
             "image": self.data.heldout,
             "index": np.arange(len(self.data.heldout), dtype=np.int32),
         }
-        return lambda: evaluate_lib.array_batches(arrays, self.eval_batch_size, mesh)
+        return lambda: evaluate_lib.array_batches(arrays, self.heldout_batch_size, mesh)
 
     # -- probe ------------------------------------------------------------------------------------
     def _features(self, state: state_lib.TrainState, images: jax.Array) -> jax.Array:
@@ -456,7 +459,7 @@ def baselines(program: MAEProgram, seeds: Sequence[int], *, vectorize: bool, mes
             state,
             values,
             program.heldout_batches(mesh),
-            batch_size=program.eval_batch_size,
+            batch_size=program.heldout_batch_size,
         )
     rows = [
         {
