@@ -338,30 +338,32 @@ class MAEProgram:
     def eval_step(
         self, state: state_lib.TrainState, lam: jax.Array, batch: Mapping, center: Any = None
     ) -> dict:
-        """Masked sums over a held-out batch (``redundax.sweep.Program``): the per-example
-        reconstruction loss and the sum of Z, or, given ``center`` (the held-out mean of Z from a
-        first pass), the co-moment ``sum (z - center)(z - center)^T``. Z is taken exactly as the
-        penalty takes it (masked forward pass, ``z_mode``) with masks from the fixed evaluation
-        key folded with the batch's position, identical for every member, epoch and pass."""
+        """Masked sums over a held-out batch (``redundax.sweep.Program``): without ``center``
+        (first pass, the encoder alone) the sum of Z; with ``center`` (the held-out mean of Z)
+        the co-moment ``sum (z - center)(z - center)^T`` and the per-example reconstruction
+        loss. Z is taken exactly as the penalty takes it (masked forward pass, ``z_mode``) with
+        masks from the fixed evaluation key folded with the batch's position, identical for
+        every member, epoch and pass."""
         del lam
         model = state.model()
         images = batch["image"]
-        chunk = batch["index"][0] // images.shape[0]
-        out = model(images, jax.random.fold_in(self.eval_key, chunk), self.mask_ratio)
-        z = representation(out.latent, self.z_mode).astype(jnp.float32)
+        key = jax.random.fold_in(self.eval_key, batch["index"][0] // images.shape[0])
         w = batch["mask"].astype(jnp.float32)
-        ws = jnp.repeat(w, z.shape[0] // w.shape[0])  # "tokens": several samples per example
-        if center is not None:
-            zc = (z - center) * jnp.sqrt(ws)[:, None]
-            return {"comoment": self_gram(zc), "count": jnp.sum(w)}
+        if center is None:
+            latent, _ = model.encode(images, key, self.mask_ratio)
+            z = representation(latent, self.z_mode).astype(jnp.float32)
+            ws = jnp.repeat(w, z.shape[0] // w.shape[0])  # "tokens": samples per example
+            return {"z": jnp.sum(z * ws[:, None], 0), "z_samples": jnp.sum(ws), "count": jnp.sum(w)}
+        out = model(images, key, self.mask_ratio)
+        z = representation(out.latent, self.z_mode).astype(jnp.float32)
+        ws = jnp.repeat(w, z.shape[0] // w.shape[0])
         target = patchify(images, self.model_config.patch_size)
         per_example = jax.vmap(
             lambda t, p, m: masked_mse(t[None], p[None], m[None], self.model_config.norm_pix_loss)
         )(target, out.pred, out.mask)
         return {
             "recon_loss": jnp.sum(per_example * w),
-            "z_samples": jnp.sum(ws),
-            "z": jnp.sum(z * ws[:, None], axis=0),
+            "comoment": self_gram((z - center) * jnp.sqrt(ws)[:, None]),
             "count": jnp.sum(w),
         }
 
@@ -380,7 +382,7 @@ class MAEProgram:
             comoment=centered["comoment"] * self.num_heldout,
         )
         return {
-            "recon_loss": means["recon_loss"],
+            "recon_loss": centered["recon_loss"],
             **monitor.from_moments(moments, mae_table.ROW_METRICS),
         }
 
