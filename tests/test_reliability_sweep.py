@@ -14,7 +14,6 @@ import signal
 import struct
 import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
@@ -49,11 +48,17 @@ def test_drop_after_removes_only_the_named_members_later_records(tmp_path):
         assert [r for r in metrics.read_jsonl(w.path)] == [{"step": 0, "a/x": 0.0}]
 
 
-def _mae(workdir: pathlib.Path) -> subprocess.Popen:
+def _mae(workdir: pathlib.Path, signal_at: tuple[str, int] | None = None) -> subprocess.Popen:
+    """The sweep's command; `signal_at=("TERM"|"KILL", N)`: signalled after step N
+    (`tests/scripts/mae_run.py`)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_NUM_CPU")}
     env["PYTHONPATH"] = str(ROOT)
+    cmd = [sys.executable, "-m", "experiments.mae"]
+    if signal_at is not None:
+        cmd = [sys.executable, str(ROOT / "tests" / "scripts" / "mae_run.py"),
+               f"--signal={signal_at[0]}", f"--at_step={signal_at[1]}", "--"]  # fmt: skip
     return subprocess.Popen(
-        [sys.executable, "-m", "experiments.mae", *FLAGS, f"--workdir={workdir}"],
+        [*cmd, *FLAGS, f"--workdir={workdir}"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
 
@@ -61,23 +66,6 @@ def _mae(workdir: pathlib.Path) -> subprocess.Popen:
 def _group(workdir: pathlib.Path, root: str) -> pathlib.Path | None:
     groups = list((workdir / root).glob("group-*"))
     return groups[0] if groups else None
-
-
-def _interrupt_mid_group(proc: subprocess.Popen, workdir: pathlib.Path, sig: int) -> int:
-    """Send `sig` once a group checkpoint exists and metrics.jsonl holds a record past it."""
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and proc.poll() is None:
-        ckpt, logs = _group(workdir, "checkpoints"), _group(workdir, "sweep")
-        steps = checkpoint.finished_steps(ckpt) if ckpt is not None else []
-        path = logs / metrics.METRICS_FILE if logs is not None else None
-        if steps and path is not None and path.exists():
-            lines = path.read_text().splitlines()
-            last = json.loads(lines[-1])["step"] if lines and lines[-1].endswith("}") else -1
-            if last > max(steps):
-                proc.send_signal(sig)
-                return max(steps)
-        time.sleep(0.01)
-    pytest.fail("the sweep ended before a record past its first checkpoint was written")
 
 
 def _members(workdir: pathlib.Path) -> dict:
@@ -121,15 +109,16 @@ def _final_state(workdir: pathlib.Path) -> dict:
 @pytest.mark.slow
 def test_vectorised_sweep_sigterm_and_sigkill_resume_bit_identical_records_once(tmp_path):
     ref, term, kill = tmp_path / "ref", tmp_path / "term", tmp_path / "kill"
-    procs = {w: _mae(w) for w in (ref, term, kill)}
-    term_step = _interrupt_mid_group(procs[term], term, signal.SIGTERM)
-    kill_step = _interrupt_mid_group(procs[kill], kill, signal.SIGKILL)
-    assert procs[kill].wait(timeout=120) == -signal.SIGKILL
+    # 22 steps, checkpoints at the epoch ends (11, 22), an evaluation record every step
+    term_step, kill_step = 13, 14
+    procs = {ref: _mae(ref), term: _mae(term, ("TERM", term_step)),
+             kill: _mae(kill, ("KILL", kill_step))}  # fmt: skip
+    assert procs[kill].wait(timeout=600) == -signal.SIGKILL, procs[kill].stderr.read()[-3000:]
     term_err = procs[term].communicate(timeout=300)[1]
     assert procs[term].returncode == failures.EXIT_PREEMPTED, term_err[-3000:]
     assert "preempted" in term_err
-    # SIGTERM saved a checkpoint at the step it stopped (past the periodic one)
-    assert max(checkpoint.finished_steps(_group(term, "checkpoints"))) > term_step
+    # SIGTERM saved a checkpoint at the step it stopped (past the periodic one at 11)
+    assert checkpoint.finished_steps(_group(term, "checkpoints")) == [term_step + 1]
     err = procs[ref].communicate(timeout=600)[1]
     assert procs[ref].returncode == 0, err[-3000:]
     # progress without a terminal: the group, periodic sweep steps to the end, every member
@@ -137,7 +126,8 @@ def test_vectorised_sweep_sigterm_and_sigkill_resume_bit_identical_records_once(
     assert re.search(r"sweep step (\d+)/\1 \(100%\)", err), err[-3000:]
     assert "lam_0_seed_0 epoch 1.0" in err and "lam_1_seed_0 epoch 1.0" in err
     # the killed run wrote evaluation records past its checkpoint: the rerun recomputes them
-    assert max(s for s, _ in _keys(kill)) > kill_step
+    assert checkpoint.finished_steps(_group(kill, "checkpoints")) == [11]
+    assert max(s for s, _ in _keys(kill)) == kill_step
     for workdir in (term, kill):
         rerun = _mae(workdir)
         rerun_err = rerun.communicate(timeout=600)[1]
