@@ -21,6 +21,13 @@ Presets:
             2022: AdamW, betas (0.9, 0.95), weight decay 0.05, base lr 1.5e-4 x batch / 256, warmup
             then cosine) with patch 4 on 32x32 images. Members train one after another, each data
             parallel over all devices.
+
+The schema is the one of every experiment (`redundax.train.config_schema`): `data.*`,
+`train.epochs`, `optim.*` (`redundax.train.optim.build`; `warmup_epochs` is turned into steps),
+`eval.*`, `checkpoint.*`, `run.*`; an old field name (`optim.learning_rate`, `optim.epochs`,
+`checkpoint_every_epochs`, `sweep.shard_members`) is an error naming its successor. The `sweep`,
+`r_star`, `run` and `checkpoint` sections and `eval.final_epochs` may change when a sweep is
+resumed (members are stored by tag); every other field must match.
 """
 
 from __future__ import annotations
@@ -66,14 +73,19 @@ def get_config(arg: str | None = None) -> ConfigDict:
     c.model = _model("tiny")
     c.mask_ratio = 0.75
     c.z_mode = "mean"  # Z for R_spec: "mean" over visible tokens, "cls", or "tokens"
+    c.train = ConfigDict({"epochs": 80})
+    # redundax.train.optim.build: AdamW (MAE, He et al., 2022), linear warm-up to the peak rate,
+    # cosine decay to 0; decoupled weight decay on matrices only (not biases, norms or tokens)
     c.optim = ConfigDict(
         {
-            "epochs": 80,
-            "learning_rate": 1e-3,  # peak, after linear warmup; cosine decay to 0
+            "name": "adamw",
+            "lr": 1e-3,
             "warmup_epochs": 5,
-            "weight_decay": 0.05,  # AdamW, not on biases, norms or tokens
+            "weight_decay": 0.05,
+            "decay_mask": "matrices",
             "b1": 0.9,
             "b2": 0.95,
+            "schedule": "cosine",
         }
     )
     c.sweep = ConfigDict(
@@ -81,7 +93,9 @@ def get_config(arg: str | None = None) -> ConfigDict:
             "lambdas": DIGITS_LAMBDAS,
             "seeds": (0, 1, 2),
             "vectorize": True,  # one vmapped program over all members
-            "shard_members": False,  # shard the member axis over all devices (vectorised only)
+            # devices holding different members on the (members, data) mesh; the others split
+            # each batch (1: every device splits the batch; vectorised only when > 1)
+            "member_shards": 1,
             # Adaptive refinement (redundax.analysis.lambda_grid.refine): after the grid above,
             # up to `rounds` rounds add geometric midpoints of neighbouring lambdas whose mean
             # R_spec differ by more than `gap` (never between values equal within `tol`, never a
@@ -115,7 +129,9 @@ def get_config(arg: str | None = None) -> ConfigDict:
     c.r_star = ConfigDict(
         {"bootstrap": 2000, "seed": 0, "level": 0.9, "alpha": 0.05, "resolution": 0.1}
     )
-    c.checkpoint_every_epochs = 20
+    c.checkpoint = ConfigDict({"every_epochs": 20})  # 0: only at the end of a group (+ SIGTERM)
+    # member log lines every `log_every` epochs; progress: a bar (None: on a terminal)
+    c.run = ConfigDict({"log_every": 20, "progress": config_dict.placeholder(bool)})
 
     if arg in (None, "", "digits"):
         return c
@@ -125,13 +141,14 @@ def get_config(arg: str | None = None) -> ConfigDict:
         c.sweep.lambdas = (0.0, 1.0)
         c.sweep.seeds = (0, 1)
         c.sweep.refine.update(rounds=1, max_members=2, gap=1e-3, tol=0.0)  # one round, one lambda
-        c.optim.epochs = 2
+        c.train.epochs = 2
         c.optim.warmup_epochs = 1
         c.eval.heldout_size = 128
         c.eval.final_epochs = 1
         c.probe.steps = 50
         c.r_star.bootstrap = 50
-        c.checkpoint_every_epochs = 1
+        c.checkpoint.every_epochs = 1
+        c.run.log_every = 1
         return c
     if arg == "cifar100":
         c.data.name = "cifar100"
@@ -140,8 +157,8 @@ def get_config(arg: str | None = None) -> ConfigDict:
         c.model = _model("base")
         c.model.patch_size = 4
         c.model.dtype = "bfloat16"
-        c.optim.epochs = 400
-        c.optim.learning_rate = 1.5e-4 * 256 / 256
+        c.train.epochs = 400
+        c.optim.lr = 1.5e-4 * 256 / 256
         c.optim.warmup_epochs = 40
         c.sweep.lambdas = PAPER_LAMBDAS  # always trained (round 0), so Table 2 can be read off
         c.sweep.seeds = (0,)
@@ -152,6 +169,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
         c.probe.steps = 5000
         c.probe.learning_rate = 1e-3
         c.probe.batch_size = 1024
-        c.checkpoint_every_epochs = 5
+        c.checkpoint.every_epochs = 5
+        c.run.log_every = 1
         return c
     raise ValueError(f"Unknown preset {arg!r} for configs/mae.py; choose smoke or cifar100.")

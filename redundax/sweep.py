@@ -1,31 +1,41 @@
-"""Vectorised sweeps: many small models trained as one compiled program.
+"""Sweeps on the training engine: many members trained as one vmapped program, on every device.
 
 A sweep trains one *member* per pair (swept value, seed) — for the MAE experiment the value is the
-penalty weight lambda_red of eq. 2 (Bi, Zhu & Calhoun, 2025) — with everything else equal. Members
-that share shapes are independent copies of the same computation, so ``jax.vmap`` turns them into one
-program: the per-member train state (parameters, optimiser state, RNG key, step) is stacked on a
-leading *member axis*, the swept value is a vector over that axis, and the batch is broadcast to every
-member. On several devices the member axis can be sharded over them (``MemberAxis(mesh=...)``; the
-group is padded to a multiple of the device count with copies of its first member, whose results
-are dropped).
+penalty weight lambda_red of eq. 2 (Bi, Zhu & Calhoun, 2025) — with everything else equal.
+Members that share shapes are independent copies of one computation, so ``jax.vmap`` turns them
+into one program: the members' ``redundax.train.state.TrainState`` are stacked on a leading
+*member axis*, the swept value is a vector over it, and every member reads the same batch.
 
-What members share and what they do not:
-  - shared: the data order (one iterator feeds the whole group; the sequential path gives every
-    member a fresh iterator with the same seed, hence the same batches), the held-out evaluation
-    data and any fixed evaluation key;
-  - per member: the initialisation and the stochastic parts of training (MAE masking noise), both
-    drawn from the member's seed alone, so two members with the same seed and different swept values
-    start from the same parameters and see the same masks.
+The pieces are the engine's (``redundax.train``):
 
-The sequential path (``vectorize=False``) runs the same per-member functions one member at a time,
-unvectorised, and gives the same numbers up to float round-off (vmap changes how XLA batches the
-arithmetic). Results of finished members are stored one JSON file each; a restarted sweep skips them.
-A group's state is checkpointed with orbax every ``checkpoint_every`` steps and on SIGTERM, so an
-interrupted group resumes where it stopped.
+- the step is ``redundax.train.step.train_step_fn`` (the un-jitted core of ``make_train_step``),
+  vmapped over the member axis: the same loss/gradient/optimizer update and metrics
+  (``loss``, the loss's aux, ``grad_norm``, ``learning_rate``) as any other training;
+- held-out evaluation is ``redundax.train.evaluate.evaluate_batches`` (fixed-size sharded batches,
+  the last one padded and masked; sums over devices and hosts) with one count per member;
+- checkpoints are ``redundax.train.checkpoint.Checkpointer`` (orbax, the data iterator's
+  position, the config check, SIGTERM: save and stop with exit status 143), one per group;
+- metric records go through ``redundax.train.metrics.Writer`` (``metrics.jsonl`` and TensorBoard),
+  one per group, so a resumed group drops the records past its checkpoint exactly as a resumed
+  run does (``resume_step``): every (step, member) record appears once.
+
+One 2-D mesh ``(members, data)`` (``sweep_mesh``) holds every device of every process: the member
+axis of the stacked state is sharded over ``members`` (a group is padded to a multiple of that
+axis with copies of its first member, whose results are dropped) and each batch over ``data``, so
+a member's batch statistics (R_spec of eq. 2) are those of the global batch. The sequential path
+(``vectorize=False``) trains one member at a time, unvectorised, data-parallel over the whole
+mesh; it gives the same numbers up to float round-off (vmap changes how XLA batches arithmetic).
+
+What members share: the data order (one iterator feeds a group; every group starts a fresh one
+with the same seed), the held-out data and any fixed evaluation key. Per member: the
+initialisation and the stochastic parts of training (e.g. MAE masking noise), from its seed alone.
+Finished members are stored one JSON file each (``ResultStore``); a restarted sweep skips them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import dataclasses
 import functools
 import hashlib
@@ -34,19 +44,29 @@ import logging
 import math
 import pathlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from redundax.train import checkpoint as checkpoint_lib
+from redundax.train import evaluate as evaluate_lib
 from redundax.train import failures
-from redundax.train.metrics import dumps_strict
+from redundax.train import mesh as mesh_lib
+from redundax.train import metrics as metrics_lib
+from redundax.train import step as step_lib
+from redundax.train.progress import Progress
+from redundax.train.state import TrainState
 
 log = logging.getLogger(__name__)
 
 MEMBER_AXIS = "members"
+DATA_AXIS = mesh_lib.DATA_AXIS
 
 
 # --------------------------------------------------------------------------------------------------
@@ -81,16 +101,22 @@ def grid(values: Sequence[float], seeds: Sequence[int], name: str = "lam") -> li
 
 
 # --------------------------------------------------------------------------------------------------
-# Stacking and the member axis
+# Stacking, the mesh and the member layout
 # --------------------------------------------------------------------------------------------------
 
 
 def stack(trees: Sequence[Any]) -> Any:
-    """Stack pytrees of identical structure on a new leading member axis (stacked on the host,
-    then placed on the default device: one transfer per leaf, no per-shape compilation)."""
+    """Stack pytrees of identical structure on a new leading member axis (on the host)."""
     if not trees:
         raise ValueError("stack needs at least one tree.")
-    return jax.tree.map(lambda *xs: jnp.asarray(np.stack([np.asarray(x) for x in xs])), *trees)
+
+    def join(*xs):
+        if isinstance(xs[0], jax.Array) and jax.dtypes.issubdtype(xs[0].dtype, jax.dtypes.prng_key):
+            data = np.stack([np.asarray(jax.random.key_data(x)) for x in xs])
+            return jax.random.wrap_key_data(data, impl=jax.random.key_impl(xs[0]))
+        return np.stack([np.asarray(x) for x in xs])
+
+    return jax.tree.map(join, *trees)
 
 
 def index(tree: Any, k: int) -> Any:
@@ -104,76 +130,107 @@ def unstack(tree: Any, count: int | None = None) -> list[Any]:
     return [index(tree, k) for k in range(n)]
 
 
-def member_mesh(devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
-    """A 1-D mesh with axis ``"members"`` (Auto axis type) over ``devices`` (default: all)."""
-    devices = list(devices) if devices is not None else jax.devices()
-    return jax.make_mesh(
-        (len(devices),), (MEMBER_AXIS,), axis_types=(jax.sharding.AxisType.Auto,), devices=devices
-    )
+def sweep_mesh(member_shards: int = 1, devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """The 2-D mesh ``(members, data)`` over ``devices`` (default: every device of every process).
+
+    ``member_shards`` devices hold different members; the remaining factor splits each batch. The
+    data axis is laid out across processes (device ``k`` sits at data index ``k // member_shards``),
+    so each process feeds its own part of every batch, as on the 1-D data mesh of
+    ``redundax.train.mesh``; ``member_shards`` must divide every process's device count.
+    """
+    devices = list(jax.devices() if devices is None else devices)
+    if not isinstance(member_shards, int) or member_shards < 1:
+        raise ValueError(f"`member_shards` must be a positive int; got {member_shards!r}.")
+    if len(devices) % member_shards or jax.local_device_count() % member_shards:
+        raise ValueError(
+            f"member_shards={member_shards} must divide the {len(devices)} devices and the "
+            f"{jax.local_device_count()} devices of each process; choose a divisor (1: every "
+            "device splits the batch)."
+        )
+    layout = np.asarray(devices, dtype=object).reshape(-1, member_shards).T
+    auto = jax.sharding.AxisType.Auto
+    return Mesh(layout, (MEMBER_AXIS, DATA_AXIS), axis_types=(auto, auto))
+
+
+def place(tree: Any, sharding: NamedSharding) -> Any:
+    """Host (or device) values identical on every process -> global arrays with ``sharding``."""
+
+    def put(x: Any) -> jax.Array:
+        if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            return jax.random.wrap_key_data(
+                put(jax.random.key_data(x)), impl=jax.random.key_impl(x)
+            )
+        host = np.asarray(jax.device_get(x) if isinstance(x, jax.Array) else x)
+        return jax.make_array_from_callback(host.shape, sharding, lambda i: host[i])
+
+    return jax.tree.map(put, tree)
 
 
 @functools.lru_cache(maxsize=64)
-def _compiled(fn: Callable, in_axes: tuple, donate_argnums: tuple[int, ...], vectorize: bool):
-    """One jitted function per (function, layout): bound methods of the same object compare
-    equal, so every group of a sweep reuses the compiled program."""
-    if not vectorize:
-        return jax.jit(fn, donate_argnums=donate_argnums)
-    return jax.jit(jax.vmap(fn, in_axes=in_axes), donate_argnums=donate_argnums)
+def _compiled(fn: Callable, in_axes: tuple, donate: tuple, vectorize: bool, out_shardings: Any):
+    """One jitted function per (function, layout): every group of a sweep reuses it."""
+    body = jax.vmap(fn, in_axes=in_axes) if vectorize else fn
+    return jax.jit(body, donate_argnums=donate, out_shardings=out_shardings)
 
 
-class MemberAxis:
-    """How a group of members is laid out: vectorised (optionally sharded) or one at a time.
+_jit = functools.lru_cache(maxsize=32)(jax.jit)  # one compiled function per (bound) function
 
-    ``map(fn, in_axes)`` compiles a per-member function for the layout: ``jit(vmap(fn))`` with the
-    member axis leading when vectorised, plain ``jit(fn)`` otherwise. ``put`` places a stacked tree
-    (padding it for the mesh), ``take`` reads a per-member output back without the padding.
+
+class Layout:
+    """How a group of members lies on the ``(members, data)`` mesh.
+
+    Vectorised: states stacked on a leading member axis sharded over ``members`` (``padded``
+    members: a multiple of that axis). Sequential: one member, replicated. Batches are always
+    sharded over ``data``.
     """
 
-    def __init__(self, size: int, *, vectorize: bool, mesh: jax.sharding.Mesh | None = None):
+    def __init__(self, size: int, *, vectorize: bool, mesh: Mesh | None = None):
         if size < 1:
             raise ValueError(f"A member group needs at least one member; got size={size}.")
-        if mesh is not None and not vectorize:
-            raise ValueError("A member mesh needs vectorize=True.")
         if not vectorize and size != 1:
             raise ValueError("The sequential layout trains one member at a time (size=1).")
-        self.size, self.vectorize, self.mesh = size, vectorize, mesh
-        shards = mesh.devices.size if mesh is not None else 1
-        self.padded = math.ceil(size / shards) * shards
+        self.mesh = sweep_mesh() if mesh is None else mesh
+        shards = self.mesh.shape[MEMBER_AXIS]
+        if not vectorize and shards != 1:
+            raise ValueError("Sequential members train data-parallel: use member_shards=1.")
+        self.size, self.vectorize = size, vectorize
+        self.padded = math.ceil(size / shards) * shards if vectorize else 1
+        spec = PartitionSpec(MEMBER_AXIS) if vectorize else PartitionSpec()
+        self.state_sharding = NamedSharding(self.mesh, spec)
+        self.replicated = NamedSharding(self.mesh, PartitionSpec())
 
-    def map(self, fn: Callable, in_axes: tuple, donate_argnums: tuple[int, ...] = ()) -> Callable:
-        return _compiled(fn, in_axes, donate_argnums, self.vectorize)
+    def map(
+        self, fn: Callable, in_axes: tuple, donate: tuple[int, ...] = (), out_shardings: Any = None
+    ) -> Callable:
+        """``jit(vmap(fn, in_axes))`` (vectorised) or ``jit(fn)``; outputs replicated unless
+        ``out_shardings`` says otherwise."""
+        out = self.replicated if out_shardings is None else out_shardings
+        return _compiled(fn, in_axes, donate, self.vectorize, out)
 
     def put(self, tree: Any) -> Any:
-        """Place a stacked tree (member axis leading; absent when not vectorised)."""
-        if not self.vectorize:
-            return tree
-        if self.padded > self.size:
+        """A stacked host tree (vectorised: padded, member axis sharded) or one member's tree
+        (sequential: replicated) on the mesh."""
+        if self.vectorize and self.padded > self.size:
             tree = jax.tree.map(
-                lambda x: jnp.concatenate([x, jnp.repeat(x[:1], self.padded - self.size, 0)]), tree
+                lambda x: jnp.concatenate([x, jnp.repeat(x[:1], self.padded - self.size, 0)]),
+                tree,
             )
-        if self.mesh is None:
-            return tree
-        sharding = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec(MEMBER_AXIS))
-        return jax.device_put(tree, sharding)
+        return place(tree, self.state_sharding)
 
-    def broadcast(self, tree: Any) -> Any:
-        """Place data that every member reads (replicated over the member mesh)."""
-        if self.mesh is None:
-            return tree
-        return jax.device_put(
-            tree, jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
-        )
+    def batch(self, local: Any) -> Any:
+        """This process's part of a batch -> global arrays sharded over ``data``."""
+        return mesh_lib.shard_batch(local, self.mesh)
 
     def take(self, tree: Any) -> list[Any]:
-        """Per-member host values of an output, padding dropped."""
-        tree = jax.device_get(tree)
+        """Per-member host values of a replicated output, padding dropped."""
+        host = mesh_lib.to_host(tree)
         if not self.vectorize:
-            return [tree]
-        return [jax.tree.map(lambda x, k=k: x[k], tree) for k in range(self.size)]
+            return [host]
+        return [jax.tree.map(lambda x, k=k: x[k], host) for k in range(self.size)]
 
 
 # --------------------------------------------------------------------------------------------------
-# Finished members and group checkpoints
+# Finished members
 # --------------------------------------------------------------------------------------------------
 
 
@@ -214,7 +271,9 @@ class ResultStore:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
         tmp = self.path(member).with_suffix(".tmp")
-        tmp.write_text(dumps_strict({**result, "fingerprint": self.fingerprint}, indent=1))
+        tmp.write_text(
+            metrics_lib.dumps_strict({**result, "fingerprint": self.fingerprint}, indent=1)
+        )
         tmp.replace(self.path(member))
 
     def pending(self, members: Sequence[Member]) -> list[Member]:
@@ -227,44 +286,101 @@ def fingerprint(obj: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-class GroupCheckpoint:
-    """orbax checkpoints of one member group: stacked state + JSON (history, data state, step)."""
+# --------------------------------------------------------------------------------------------------
+# The program a sweep trains
+# --------------------------------------------------------------------------------------------------
 
-    def __init__(self, directory: str | pathlib.Path, keep: int = 1):
-        import orbax.checkpoint as ocp
 
-        self._ocp = ocp
-        self.manager = ocp.CheckpointManager(
-            pathlib.Path(directory).absolute(),
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+class Program(Protocol):
+    """What a sweep trains, per member; the sweep vectorises it.
+
+    ``tx``, ``learning_rate``: the optimizer and its schedule (``redundax.train.optim.build``);
+    ``init(member)`` -> the member's ``TrainState`` (host side);
+    ``loss_fn(model, batch, rng, value)`` -> ``(loss, aux)``: the engine's loss function with the
+    member's swept value;
+    ``eval_step(state, value, batch[, center])`` -> masked sums over the batch's examples
+    (``batch["mask"]``) and ``"count"`` (as ``redundax.train.step.make_eval_step``'s; pure, one
+    member); a first pass without ``center``, a second with ``eval_center(means of the first)``
+    (e.g. the mean of a representation, for centred second moments);
+    ``eval_metrics(means, centered_means)`` -> metrics from both passes' means over the held-out
+    data (pure; leading member axis when vectorised);
+    ``finish(layout, state, members)`` -> one result dict per member (host side).
+    """
+
+    tx: optax.GradientTransformation
+    learning_rate: optax.Schedule | None
+
+    def init(self, member: Member) -> TrainState: ...
+
+    def loss_fn(self, model: Any, batch: Any, rng: jax.Array, value: jax.Array) -> tuple: ...
+
+    def eval_step(
+        self, state: TrainState, value: jax.Array, batch: Any, center: Any = None
+    ) -> dict: ...
+
+    def eval_center(self, means: Mapping[str, Any]) -> Any: ...
+
+    def eval_metrics(self, means: Mapping[str, Any], centered: Mapping[str, Any]) -> dict: ...
+
+    def finish(
+        self, layout: Layout, state: TrainState, members: Sequence[Member]
+    ) -> list[dict]: ...
+
+
+@functools.lru_cache(maxsize=16)
+def member_step(program: Program) -> Callable:
+    """The engine's un-jitted train step of one member: ``(state, value, batch) -> (state,
+    metrics)`` (``redundax.train.step.train_step_fn`` with the member's value in the loss)."""
+
+    def train_step(state: TrainState, value: jax.Array, batch: Any):
+        def loss_fn(model, batch, rng):
+            return program.loss_fn(model, batch, rng, value)
+
+        core = step_lib.train_step_fn(loss_fn, program.tx, learning_rate=program.learning_rate)
+        return core(state, batch)
+
+    return train_step
+
+
+def init_members(program: Program, members: Sequence[Member], layout: Layout) -> tuple[Any, Any]:
+    """``(state, values)`` of a group on the mesh (stacked when vectorised)."""
+    values = np.asarray([m.value for m in members], np.float32)
+    if layout.vectorize:
+        return layout.put(stack([program.init(m) for m in members])), layout.put(values)
+    return layout.put(program.init(members[0])), layout.put(values[0])
+
+
+def evaluate_members(
+    program: Program,
+    layout: Layout,
+    state: Any,
+    values: Any,
+    batches: Callable[[], Iterable[Mapping[str, np.ndarray]]],
+    *,
+    batch_size: int,
+) -> list[dict[str, float]]:
+    """Each member's ``program.eval_metrics`` over the held-out ``batches()`` (process-local
+    parts), in two passes of ``redundax.train.evaluate.evaluate_batches``: the first gives the
+    means ``program.eval_center`` turns into a per-member center, the second the sums around it
+    (centred second moments, accurate in float32 whatever the mean)."""
+    first = layout.map(program.eval_step, in_axes=(0, 0, None))
+    second = layout.map(program.eval_step, in_axes=(0, 0, None, 0))
+
+    def run(step, *args):
+        return evaluate_lib.evaluate_batches(
+            lambda s, b: step(s, values, b, *args),
+            state,
+            batches(),
+            batch_size=batch_size,
+            mesh=layout.mesh,
         )
 
-    def latest(self) -> int | None:
-        return self.manager.latest_step()
-
-    def save(self, step: int, state: Any, meta: dict) -> None:
-        ocp = self._ocp
-        self.manager.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
-            ),
-            force=True,
-        )
-        self.manager.wait_until_finished()
-
-    def restore(self, template: Any) -> tuple[Any, dict]:
-        ocp = self._ocp
-        out = self.manager.restore(
-            self.latest(),
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(template), meta=ocp.args.JsonRestore()
-            ),
-        )
-        return out["state"], out["meta"]
-
-    def close(self) -> None:
-        self.manager.close()
+    means = run(first)
+    center = place(np.asarray(program.eval_center(means), np.float32), layout.replicated)
+    out = jax.device_get(_jit(program.eval_metrics)(means, run(second, center)))
+    if not layout.vectorize:
+        return [{k: float(v) for k, v in out.items()}]
+    return [{k: float(v[i]) for k, v in out.items()} for i in range(layout.size)]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -272,38 +388,11 @@ class GroupCheckpoint:
 # --------------------------------------------------------------------------------------------------
 
 
-class Program(Protocol):
-    """Per-member pure functions a sweep trains; the engine vectorises them.
-
-    ``init(member)`` -> state pytree (host side, one member);
-    ``train_step(state, value, batch)`` -> ``(state, metrics)`` (pure, jit-able, one member);
-    ``evaluate(state, value, data)`` -> metrics (pure, one member; ``data`` shared by all);
-    ``finish(axis, state, members)`` -> one result dict per member (host side; may use
-    ``axis.map`` for its own vectorised pure functions).
-    """
-
-    def init(self, member: Member) -> Any: ...
-
-    def train_step(self, state: Any, value: jax.Array, batch: Any) -> tuple[Any, dict]: ...
-
-    def evaluate(self, state: Any, value: jax.Array, data: Any) -> dict: ...
-
-    def finish(self, axis: MemberAxis, state: Any, members: Sequence[Member]) -> list[dict]: ...
-
-
-class DataIterator(Protocol):
-    def __next__(self) -> Any: ...
-
-    def get_state(self) -> Any: ...
-
-    def set_state(self, state: Any) -> None: ...
-
-
 @dataclasses.dataclass
 class Schedule:
     """``num_steps`` steps in epochs of ``steps_per_epoch``; evaluate at every epoch end, every
     ``eval_every`` steps (0: only epochs) and at the last step; checkpoint every
-    ``checkpoint_every`` steps (0: only at the end of the group)."""
+    ``checkpoint_every`` steps (0: only at the end of the group) and on SIGTERM."""
 
     num_steps: int
     steps_per_epoch: int
@@ -317,22 +406,21 @@ class Schedule:
             or step == self.num_steps
         )
 
-
-def _sigterm_flag() -> failures.Preemption:
-    """SIGTERM: save and stop after this step; a second signal stops at once (`failures`)."""
-    return failures.Preemption()
+    def is_checkpoint(self, step: int) -> bool:
+        every = self.checkpoint_every
+        return step == self.num_steps or (every > 0 and step % every == 0)
 
 
 class SweepProgress:
     """Member-steps done over the whole sweep: a tqdm bar on a terminal, else a log line every
     ``log_every`` member-steps (``redundax.train.progress.Progress``, process 0 only)."""
 
-    def __init__(self, total: int, log_every: int | None = None, desc: str = "sweep"):
-        from redundax.train.progress import Progress
-
+    def __init__(
+        self, total: int, log_every: int | None = None, desc: str = "sweep", bar: bool | None = None
+    ):
         self.total, self.done = total, 0
         self.log_every = log_every or max(total // 20, 1)
-        self._progress = Progress(total, desc=desc)
+        self._progress = Progress(total, desc=desc, bar=bar)
         self._t0 = time.perf_counter()
 
     def update(self, n: int) -> None:
@@ -348,90 +436,90 @@ class SweepProgress:
         self._progress.close()
 
 
+def _host_list(tree: Any) -> Any:
+    return jax.tree.map(lambda x: np.asarray(x).tolist(), mesh_lib.to_host(tree))
+
+
 def train_group(
     program: Program,
     members: Sequence[Member],
-    axis: MemberAxis,
+    layout: Layout,
     *,
-    data: Callable[[], DataIterator],
-    eval_data: Any,
+    data: Callable[[], Any],
+    eval_batches: Callable[[], Iterable[Mapping[str, np.ndarray]]],
+    eval_batch_size: int,
     schedule: Schedule,
     checkpoint_dir: str | pathlib.Path | None = None,
-    place_batch: Callable[[Any], Any] | None = None,
+    config: Any = None,
+    log_dir: str | pathlib.Path | None = None,
     on_eval: Callable[[Member, dict], None] | None = None,
-    on_start: Callable[[Sequence[Member], int], None] | None = None,
     bar: Any = None,
 ) -> tuple[Any, list[list[dict]]]:
-    """Train one group of members for ``schedule.num_steps`` steps.
+    """Train one group of members for ``schedule.num_steps`` steps (resuming from a checkpoint).
 
     Args:
-      program: the per-member functions.
-      members: the group (``axis.size`` members).
-      axis: the layout (vectorised/sharded or sequential).
-      data: makes a fresh iterator of batches (every call yields the same order).
-      eval_data: held-out data handed to ``program.evaluate`` (shared by all members).
+      program: what each member trains.
+      members: the group (``layout.size`` members).
+      layout: vectorised (member axis on the mesh) or sequential.
+      data: makes a fresh iterator of process-local batches (every call yields the same order),
+        with ``get_state``/``set_state`` (a grain iterator, ``redundax.data.make_iterator``).
+      eval_batches: makes the held-out batches (process-local parts) handed to
+        ``program.eval_step`` through ``evaluate_batches``; ``eval_batch_size``: their global size.
       schedule: steps, epochs, evaluation and checkpoint cadence.
-      checkpoint_dir: where this group's orbax checkpoints live (None: no checkpoints).
-      place_batch: puts a host batch on devices (e.g. sharded over a data mesh); default
-        ``axis.broadcast``.
+      checkpoint_dir: this group's ``Checkpointer`` directory (None: no checkpoints, no SIGTERM
+        save); ``config`` is recorded there and a checkpoint of another config is refused.
+      log_dir: this group's ``metrics.Writer`` directory (``metrics.jsonl``, TensorBoard): one
+        record per member and evaluation, named ``<member tag>/<metric>``.
       on_eval: called with (member, record) after every evaluation.
-      on_start: called with (members, step) before training: the step the group resumes from
-        (-1 when it starts afresh); records of these members written after that step by an
-        interrupted run are about to be written again, so a metric writer drops them.
       bar: a progress bar (``update(n)``), optional.
 
     Returns:
-      The final state (stacked when vectorised) and each member's list of evaluation records
-      ``{"step", "epoch", "train/<metric>", "val/<metric>", "time"}`` (``train/`` metrics are
-      means since the previous evaluation; the first record, step 0, is the initialisation and
-      has none).
+      The final state (stacked when vectorised, padding included) and each member's evaluation
+      records ``{"step", "epoch", "train/<metric>", "val/<metric>", "time"}`` (``train/`` metrics
+      are means since the previous evaluation; the first record, step 0, is the initialisation).
+
+    Raises:
+      failures.Preempted: after a SIGTERM, once the checkpoint of the current step is saved.
     """
-    if len(members) != axis.size:
-        raise ValueError(f"{len(members)} members for an axis of size {axis.size}.")
-    values = np.asarray([m.value for m in members], np.float32)
-    if axis.vectorize:
-        state = axis.put(stack([program.init(m) for m in members]))
-        values = axis.put(jnp.asarray(values))
-    else:
-        state, values = program.init(members[0]), jnp.asarray(values[0])
-    step_fn = axis.map(program.train_step, in_axes=(0, 0, None), donate_argnums=(0,))
-    eval_fn = axis.map(program.evaluate, in_axes=(0, 0, None))
-    place_batch = place_batch or axis.broadcast
-    eval_data = axis.broadcast(eval_data)
-
-    # Running sums of the per-step metrics since the last evaluation (checkpointed with the state).
-    metric_shapes = jax.eval_shape(step_fn, state, values, place_batch(_peek(data)))[1]
-    zeros = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), metric_shapes)
-    carry = {"state": state, "sums": zeros}
-
+    if len(members) != layout.size:
+        raise ValueError(f"{len(members)} members for a layout of size {layout.size}.")
+    state, values = init_members(program, members, layout)
+    step_fn = layout.map(
+        member_step(program),
+        in_axes=(0, 0, None),
+        donate=(0,),
+        out_shardings=(layout.state_sharding, layout.replicated),
+    )
     iterator = data()
     histories: list[list[dict]] = [[] for _ in members]
-    start, count = 0, 0
-    ckpt = GroupCheckpoint(checkpoint_dir) if checkpoint_dir is not None else None
-    if ckpt is not None and ckpt.latest() is not None:
-        carry, meta = ckpt.restore(carry)
+    start, count, sums = 0, 0, None
+    ckpt = None
+    if checkpoint_dir is not None:
+        every = schedule.checkpoint_every or schedule.num_steps
+        ckpt = checkpoint_lib.Checkpointer(
+            checkpoint_dir, every=max(every, 1), keep=1, config=config
+        )
+    resumed = ckpt is not None and ckpt.latest_step() is not None
+    if resumed:
+        state = ckpt.restore(state, iterator)
+        meta = ckpt.restore_meta()
         start, count, histories = int(meta["step"]), int(meta["count"]), meta["histories"]
-        iterator.set_state(meta["data_state"])
+        if meta["sums"] is not None:
+            sums = place(
+                jax.tree.map(lambda x: np.asarray(x, np.float32), meta["sums"]), layout.replicated
+            )
         log.info("Resumed %d member(s) at step %d from %s", len(members), start, checkpoint_dir)
-    if on_start is not None:
-        on_start(members, start if ckpt is not None and ckpt.latest() is not None else -1)
+    writer = None
+    if log_dir is not None:  # a resumed group rewrites its records after `start`: drop them
+        writer = metrics_lib.Writer(log_dir, resume_step=start if resumed else -1)
     if bar is not None and start:
         bar.update(start * len(members))
-
-    def save(step: int) -> None:
-        if ckpt is not None:
-            meta = {
-                "step": step,
-                "count": count,
-                "histories": histories,
-                "data_state": iterator.get_state(),
-            }
-            ckpt.save(step, carry, meta)
-
     t0 = time.perf_counter()
 
     def evaluate(step: int, train: list[dict] | None) -> None:
-        val = axis.take(eval_fn(carry["state"], values, eval_data))
+        val = evaluate_members(
+            program, layout, state, values, eval_batches, batch_size=eval_batch_size
+        )
         for k, m in enumerate(members):
             if train:  # divergence: the per-member training means fetched here must be finite
                 failures.check_finite_metrics(
@@ -450,38 +538,51 @@ def train_group(
                 "time": time.perf_counter() - t0,
             }
             histories[k].append(record)
+            if writer is not None:
+                writer.write(step, {f"{m.tag}/{n}": v for n, v in record.items() if n != "step"})
             if on_eval is not None:
                 on_eval(m, record)
 
-    if start == 0:
-        evaluate(0, None)  # the initialisation
-    with _sigterm_flag() as stop:
+    def save(step: int) -> None:
+        if not failures.tree_is_finite(state.params):  # never save a diverged state
+            raise failures.Diverged(
+                f"training diverged before step {step}: the parameters of a sweep member hold "
+                f"NaN or Inf values (not saved). {failures.DIVERGENCE_HINT}"
+            )
+        if writer is not None:
+            writer.flush()
+        meta = {
+            "count": count,
+            "histories": copy.deepcopy(histories),
+            "sums": None if sums is None else _host_list(sums),
+        }
+        ckpt.save(step, state, iterator, force=True, meta=meta)
+
+    with contextlib.ExitStack() as stack_:
+        if ckpt is not None:
+            stack_.enter_context(ckpt)
+        if writer is not None:
+            stack_.enter_context(writer)
+        if start == 0:
+            evaluate(0, None)  # the initialisation
         for step in range(start + 1, schedule.num_steps + 1):
-            batch = place_batch(next(iterator))
-            state, metrics = step_fn(carry["state"], values, batch)
-            carry = {"state": state, "sums": jax.tree.map(jnp.add, carry["sums"], metrics)}
+            state, metrics = step_fn(state, values, layout.batch(next(iterator)))
+            sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
             count += 1
             if bar is not None:
                 bar.update(len(members))
             if schedule.is_eval(step):
-                evaluate(step, axis.take(jax.tree.map(lambda s, c=count: s / c, carry["sums"])))
-                carry["sums"], count = jax.tree.map(jnp.zeros_like, carry["sums"]), 0
-            if stop.requested:
+                means = layout.take(jax.tree.map(lambda s, c=count: s / c, sums))
+                evaluate(step, means)
+                sums, count = None, 0
+            stop = ckpt is not None and ckpt.should_stop(step)
+            if ckpt is not None and (stop or schedule.is_checkpoint(step)):
                 save(step)
+            if stop:
+                ckpt.wait()
                 failures.note_preempted()
                 raise failures.Preempted(f"SIGTERM: checkpoint saved at step {step}.")
-            if schedule.checkpoint_every and step % schedule.checkpoint_every == 0:
-                save(step)
-    if ckpt is not None and ckpt.latest() != schedule.num_steps:
-        save(schedule.num_steps)
-    if ckpt is not None:
-        ckpt.close()
-    return carry["state"], histories
-
-
-def _peek(data: Callable[[], DataIterator]) -> Any:
-    """The first batch of a fresh iterator (for shapes)."""
-    return next(data())
+    return state, histories
 
 
 def run_sweep(
@@ -490,17 +591,20 @@ def run_sweep(
     *,
     store: ResultStore,
     vectorize: bool,
-    mesh: jax.sharding.Mesh | None = None,
+    mesh: Mesh | None = None,
     checkpoint_root: str | pathlib.Path | None = None,
+    log_root: str | pathlib.Path | None = None,
+    progress: bool | None = None,
     **group_kwargs,
 ) -> tuple[dict[str, dict], float]:
     """Train and finish every member not yet in ``store``; return all results and the wall time.
 
-    Vectorised: the pending members form one group (``jit(vmap(...))``, member axis sharded over
-    ``mesh`` if given). Sequential: one member at a time with the same per-member functions.
-    Finished members are saved to ``store`` as soon as their group ends, so a restart skips them;
-    each result records its group (``{"id", "size", "vectorize", "seconds"}``: the wall time of
-    training and finishing that group in the run that trained it).
+    Vectorised: the pending members form one group (``jit(vmap(...))`` on ``mesh``, default
+    ``sweep_mesh()``). Sequential: one member at a time, data-parallel on the mesh. Each group
+    checkpoints under ``checkpoint_root/<group>`` and writes its metric records under
+    ``log_root/<group>``; finished members are saved to ``store`` as soon as their group ends, so
+    a restart skips them; each result records its group (``{"id", "size", "vectorize",
+    "seconds"}``: the wall time of training and finishing that group in the run that trained it).
 
     Returns:
       ``({member.tag: result}, seconds spent training and finishing pending members)``.
@@ -518,42 +622,38 @@ def run_sweep(
     groups = [list(pending)] if vectorize else [[m] for m in pending]
     groups = [g for g in groups if g]
     total_steps = group_kwargs["schedule"].num_steps
-    bar = SweepProgress(len(pending) * total_steps) if pending else None
+    bar = SweepProgress(len(pending) * total_steps, bar=progress) if pending else None
     t0 = time.perf_counter()
     try:
         for i, group in enumerate(groups, 1):
             log.info("sweep group %d/%d: %s", i, len(groups), ", ".join(m.tag for m in group))
-            axis = MemberAxis(len(group), vectorize=vectorize, mesh=mesh)
-            ckpt_dir = None
-            if checkpoint_root is not None:
-                name = (
-                    group[0].tag
-                    if len(group) == 1
-                    else "group-" + fingerprint([m.tag for m in group])
-                )
-                ckpt_dir = pathlib.Path(checkpoint_root) / name
+            layout = Layout(len(group), vectorize=vectorize, mesh=mesh)
+            ids = [m.tag for m in group]
+            name = group[0].tag if len(group) == 1 else "group-" + fingerprint(ids)
             g0 = time.perf_counter()
             state, histories = train_group(
-                program, group, axis, checkpoint_dir=ckpt_dir, bar=bar, **group_kwargs
+                program,
+                group,
+                layout,
+                checkpoint_dir=None
+                if checkpoint_root is None
+                else pathlib.Path(checkpoint_root) / name,
+                log_dir=None if log_root is None else pathlib.Path(log_root) / name,
+                bar=bar,
+                **group_kwargs,
             )
-            finals = program.finish(axis, state, group)
+            finals = program.finish(layout, state, group)
             group_info = {
-                "id": fingerprint([m.tag for m in group]),
+                "id": fingerprint(ids),
                 "size": len(group),
                 "vectorize": vectorize,
                 "seconds": time.perf_counter() - g0,
             }
             for m, history, final in zip(group, histories, finals, strict=True):
-                store.save(
-                    m,
-                    {
-                        "value": m.value,
-                        "seed": m.seed,
-                        "history": history,
-                        "group": group_info,
-                        **final,
-                    },
-                )
+                result = {"value": m.value, "seed": m.seed, "history": history, **final}
+                store.save(m, {**result, "group": group_info})
+            if jax.process_count() > 1:  # every process reads the stored results
+                multihost_utils.sync_global_devices(f"sweep group {name}")
     finally:
         if bar is not None:
             bar.close()
@@ -562,20 +662,24 @@ def run_sweep(
 
 
 __all__ = [
+    "DATA_AXIS",
     "MEMBER_AXIS",
-    "GroupCheckpoint",
+    "Layout",
     "Member",
-    "MemberAxis",
     "Program",
     "ResultStore",
     "Schedule",
     "SweepProgress",
+    "evaluate_members",
     "fingerprint",
     "grid",
     "index",
-    "member_mesh",
+    "init_members",
+    "member_step",
+    "place",
     "run_sweep",
     "stack",
+    "sweep_mesh",
     "train_group",
     "unstack",
 ]

@@ -2,15 +2,23 @@
 outputs (with one refinement round), restart, and Table 2 rows."""
 
 import json
+import os
+import pathlib
+import subprocess
+import sys
 
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
+from flax import nnx
 
 from configs.mae import DIGITS_LAMBDAS, PAPER_LAMBDAS, get_config
 from experiments import mae
-from redundax import sweep
+from redundax import mae_sweep, sweep
 from redundax.analysis.mae_table import member_row
+from redundax.train import metrics
+from redundax.train import state as state_lib
 
 
 # ------------------------------------------------------------------------------ config validation
@@ -57,10 +65,10 @@ def test_presets():
     # refinement on in the default and cifar100 presets; the paper's four are round 0
     assert get_config().sweep.refine.rounds > 0 and c100.sweep.refine.rounds > 0
     assert get_config("smoke").sweep.refine.rounds == 1
-    m = mae.model_config(c100)
+    m = mae_sweep.model_config(c100)
     assert (m.embed_dim, m.depth, m.num_heads, m.image_size) == (768, 12, 12, 32)
     for preset in (None, "smoke", "cifar100"):
-        mae.validate_config(get_config(preset))
+        mae_sweep.validate_config(get_config(preset), get_config())
     with pytest.raises(ValueError, match="Unknown preset"):
         get_config("imagenet")
 
@@ -72,36 +80,50 @@ def step_r_spec(lam):
 
 
 class StubProgram:
-    """A sweep member whose held-out R_spec is ``step_r_spec(lambda)`` (no model)."""
+    """A sweep member whose held-out R_spec is ``step_r_spec(lambda)`` (a one-weight model)."""
+
+    tx = optax.sgd(0.1)
+    learning_rate = None
 
     def init(self, member):
-        return {"step": jnp.zeros((), jnp.int32)}
+        return state_lib.create(nnx.Linear(1, 1, rngs=nnx.Rngs(member.seed)), self.tx, 0)
 
-    def train_step(self, state, lam, batch):
-        return {"step": state["step"] + 1}, {"recon_loss": jnp.mean(batch["image"]) + lam}
+    def loss_fn(self, model, batch, rng, lam):
+        loss = jnp.mean(model(batch["x"]) ** 2)
+        return loss, {"recon_loss": loss}
 
-    def evaluate(self, state, lam, data):
-        r = step_r_spec(lam)
+    def eval_step(self, state, lam, batch, center=None):
+        w = batch["mask"].astype(jnp.float32)
+        return {"r": jnp.sum(w) * step_r_spec(lam), "count": jnp.sum(w)}
+
+    def eval_center(self, means):
+        return means["r"]
+
+    def eval_metrics(self, means, centered):
+        r = means["r"]
         return {
-            "recon_loss": jnp.mean(data),
+            "recon_loss": r * 0,
             "spectral_redundancy": r,
             "effective_rank": 64 * (1 - r),
             "chi2_redundancy": r,
             "gaussian_total_correlation": r,
         }
 
-    def finish(self, axis, state, members):
+    def finish(self, layout, state, members):
         return [{"probe_top1": 0.5, "probe_train_top1": 0.6} for _ in members]
 
 
 class Batches:
     def __next__(self):
-        return {"image": np.zeros((4, 2), np.float32)}
+        return {"x": np.ones((4, 1), np.float32)}
 
     def get_state(self):
-        return {}
+        return b"{}"
 
     def set_state(self, state):
+        pass
+
+    def start_prefetch(self):
         pass
 
 
@@ -115,10 +137,11 @@ def test_refinement_rounds_add_members_exactly_at_the_gaps(tmp_path):
     kwargs = {
         "vectorize": True,
         "data": Batches,
-        "eval_data": jnp.zeros(3),
+        "eval_batches": lambda: [{"x": np.ones((3, 1), np.float32)}],
+        "eval_batch_size": 3,
         "schedule": sweep.Schedule(num_steps=2, steps_per_epoch=1),
     }
-    results, rounds = mae.train_rounds(StubProgram(), config, store, **kwargs)
+    results, rounds = mae_sweep.train_rounds(StubProgram(), config, store, **kwargs)
     # R_spec 0.8 0.8 | 0.5 | 0.1 0.1: gaps (1e-3, 1e-2) and (1e-2, 0.1) -> sqrt(1e-5), sqrt(1e-3);
     # then R_spec(0.00316) = 0.8, R_spec(0.0316) = 0.5: gaps (0.00316, 0.01) and (0.0316, 0.1),
     # but one lambda of budget is left: the larger gap (0.4 > 0.3), sqrt(0.0316 * 0.1) = 0.0562
@@ -139,12 +162,12 @@ def test_refinement_rounds_add_members_exactly_at_the_gaps(tmp_path):
             float(step_r_spec(jnp.float32(r["value"])))
         )
     # a restart replays the same rounds from the store and trains nothing
-    again, rounds2 = mae.train_rounds(StubProgram(), config, store, **kwargs)
+    again, rounds2 = mae_sweep.train_rounds(StubProgram(), config, store, **kwargs)
     assert [r["lambdas"] for r in rounds2] == [r["lambdas"] for r in rounds]
     assert [r["trained"] for r in rounds2] == [0, 0, 0] and again.keys() == results.keys()
     # refinement off: the grid alone
     config.sweep.refine.rounds = 0
-    _, rounds0 = mae.train_rounds(StubProgram(), config, store, **kwargs)
+    _, rounds0 = mae_sweep.train_rounds(StubProgram(), config, store, **kwargs)
     assert len(rounds0) == 1
 
 
@@ -161,7 +184,6 @@ def test_smoke_sweep_writes_every_output(smoke):
     config, work, _ = smoke
     for name in (
         "config.json",
-        "metrics.jsonl",
         "results.json",
         "results.md",
         "figure1_accuracy_vs_redundancy.png",
@@ -171,14 +193,15 @@ def test_smoke_sweep_writes_every_output(smoke):
         assert (work / name).is_file(), name
     for png in work.glob("*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
-    assert any((work / "tensorboard").iterdir())
-    assert any((work / "checkpoints").iterdir())
+    groups = sorted((work / "sweep").iterdir())  # one writer per member group: 2 rounds
+    assert len(groups) == 2 and all(any((g / "tensorboard").iterdir()) for g in groups)
+    assert sorted(p.name for p in (work / "checkpoints").iterdir()) == [g.name for g in groups]
     # the grid (2 lambdas) and one refinement round: lambda 0.1 (midpoint of 0 and 1), 2 seeds
     n_members = (len(config.sweep.lambdas) + 1) * len(config.sweep.seeds)
     assert len(list((work / "members").glob("*.json"))) == n_members
     # one metrics line per member and evaluation (initialisation + every epoch)
-    lines = [json.loads(x) for x in (work / "metrics.jsonl").read_text().splitlines()]
-    assert len(lines) == n_members * (config.optim.epochs + 1)
+    lines = [r for g in groups for r in metrics.read_jsonl(g / metrics.METRICS_FILE)]
+    assert len(lines) == n_members * (config.train.epochs + 1)
 
     results = json.loads((work / "results.json").read_text())
     assert set(results) >= {
@@ -265,7 +288,7 @@ def test_restarted_sweep_skips_finished_members_and_refuses_other_configs(smoke)
     assert sorted((g["round"], g["size"]) for g in again["timing"]["groups"]) == [(0, 4), (1, 2)]
     assert again["rows"] == out["rows"]
     other = get_config("smoke")
-    other.optim.learning_rate = 1e-2
+    other.optim.lr = 1e-2
     with pytest.raises(ValueError, match="different configuration"):
         mae.run(other, str(work))
 
@@ -294,3 +317,38 @@ def test_member_row_averages_the_final_epochs():
     assert row["gaussian_total_correlation"] == pytest.approx(3.0 * 4)
     assert row["val_loss"] == pytest.approx(1 / 6) and row["train_loss"] == pytest.approx(2 / 6)
     assert (row["lambda_red"], row["seed"], row["probe_top1"]) == (0.01, 1, 0.7)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("optim.learning_rate", 1e-3, r"config\.optim\.learning_rate is now config\.optim\.lr"),
+        ("optim.epochs", 3, r"config\.optim\.epochs is now config\.train\.epochs"),
+        ("checkpoint_every_epochs", 2, r"is now config\.checkpoint\.every_epochs"),
+        ("sweep.shard_members", True, r"is now config\.sweep\.member_shards"),
+    ],
+)
+def test_old_field_names_name_the_schema_field(tmp_path, field, value, match):
+    config = get_config("smoke")
+    *parents, leaf = field.split(".")
+    node = config
+    for p in parents:
+        node = node[p]
+    node[leaf] = value
+    with pytest.raises(ValueError, match=match):
+        mae.run(config, str(tmp_path / "w"))
+    assert not (tmp_path / "w").exists()
+
+
+def test_cli_bad_field_exits_2_with_one_message(tmp_path):
+    root = pathlib.Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.mae", "--config=configs/mae.py:smoke",
+         "--config.mask_ratio=1.5", f"--workdir={tmp_path / 'w'}"],
+        cwd=root, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "config.mask_ratio: must lie strictly between 0 and 1; got 1.5" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not list((tmp_path / "w").glob("members/*"))  # nothing trained

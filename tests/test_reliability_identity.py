@@ -19,7 +19,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 # experiment -> (a results-changing override, the field's dotted name)
 CHANGES = {
     "classify": ("--config.optim.lr=0.05", "optim.lr"),
-    "mae": ("--config.optim.learning_rate=0.5", "optim.learning_rate"),
+    "mae": ("--config.optim.lr=0.5", "optim.lr"),
     "multimodal": ("--config.optim.lr=0.5", "optim.lr"),
     "channels": ("--config.prune.optim.lr=0.5", "prune.optim.lr"),
     "layers": ("--config.optim.lr=0.5", "optim.lr"),

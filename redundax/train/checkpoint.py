@@ -8,8 +8,9 @@ API:
     arrays with `state`'s shapes, dtypes and shardings (params, other state, optimizer state,
     step, RNG); `data_iter` (a grain `DatasetIterator`) is set to its saved position in place.
     Without a checkpoint `state` comes back unchanged.
-  - `save(step, state, data_iter=None, *, force=False) -> bool`: saves when `step` is a
-    multiple of `every`, or `force`; keeps the newest `keep`. Every process must call it.
+  - `save(step, state, data_iter=None, *, force=False, meta=None) -> bool`: saves when `step`
+    is a multiple of `every`, or `force`; keeps the newest `keep`. Every process must call it.
+    `meta` (JSON) is stored with it and read back by `restore_meta() -> dict | None`.
   - `should_stop(step) -> bool`: a SIGTERM arrived (preemption): save now and leave the loop.
     A Python signal handler sets a flag. With several processes the flags are combined (an
     all-gather across processes, at steps that are multiples of `stop_check_every`), so every
@@ -362,14 +363,18 @@ class Checkpointer:
         data_iter: grain.DatasetIterator | None = None,
         *,
         force: bool = False,
+        meta: Mapping[str, Any] | None = None,
     ) -> bool:
-        """Save at multiples of `every` (or when `force`); True if a checkpoint was started."""
+        """Save at multiples of `every` (or when `force`); True if a checkpoint was started.
+
+        `meta`: extra JSON-serialisable values kept with the checkpoint (`restore_meta`), e.g. a
+        sweep group's evaluation histories and running metric sums."""
         step = int(step)
         if not (force or step % self.every == 0) or step in self.manager.all_steps():
             return False
         items: dict[str, Any] = {
             "state": ocp.args.StandardSave(_state_tree(state)),
-            "meta": ocp.args.JsonSave({"config": self.config, "step": step}),
+            "meta": ocp.args.JsonSave({**(meta or {}), "config": self.config, "step": step}),
         }
         if data_iter is not None:
             items["data"] = grain.checkpoint.CheckpointSave(data_iter)
@@ -408,6 +413,14 @@ class Checkpointer:
         tree = restored["state"]
         logging.info("Restored checkpoint of step %d from %s.", step, self.directory)
         return state.replace(**tree)
+
+    def restore_meta(self) -> dict[str, Any] | None:
+        """The `meta` of the newest checkpoint (with its `config` and `step`), None without one."""
+        step = self.manager.latest_step()
+        if step is None:
+            return None
+        restored = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        return dict(restored["meta"])
 
     def wait(self) -> None:
         """Block until pending asynchronous saves are written (`StorageError` if one failed)."""

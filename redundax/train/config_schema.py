@@ -83,6 +83,8 @@ RENAMED: dict[str, str] = {
     "glue.score_batches": "scores.num_batches",
     "glue.num_removed": "prune.ks",
     "glue.criteria": "prune.criteria",
+    "checkpoint_every_epochs": "checkpoint.every_epochs",  # mae
+    "sweep.shard_members": "sweep.member_shards",  # mae: the (members, data) mesh
 }
 
 _EPOCH_FIELDS = {"boundary_epochs": "boundaries", "warmup_epochs": "warmup_steps"}

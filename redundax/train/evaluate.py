@@ -7,8 +7,11 @@ masked, sums reduced over devices and hosts.
   examples, the last batch padded with zeros and a `mask` of valid examples. `eval_step` is
   `redundax.train.step.make_eval_step(metric_fn)`: masked per-batch sums and a `"count"`; the result
   is the mean of every metric over every real example of every process, whatever the batch size or
-  the device count. With several processes, the processes agree at every batch on whether any of
-  them still has data, so they may hold different numbers of examples.
+  the device count. Sums may be arrays (a `"count"` per leading index, e.g. one per sweep member
+  of a vmapped eval step, or vector-valued statistics such as second moments): their means come
+  back as float64 NumPy arrays, scalars as floats. With several processes, the processes agree at
+  every batch on whether any of them still has data, so they may hold different numbers of
+  examples.
 - `array_batches(arrays, batch_size)`: this process's slices of whole in-memory arrays (identical on
   every process), for `evaluate_batches`.
 """
@@ -109,10 +112,17 @@ def evaluate_batches(
     if totals is None:
         raise ValueError("`batches` yielded no examples; evaluation needs at least one.")
     host = mesh_lib.to_host(totals)
-    count = float(host.pop("count"))
-    if count == 0:
+    count = np.asarray(host.pop("count"), np.float64)
+    if np.any(count == 0):
         raise ValueError("`batches` yielded no examples; evaluation needs at least one.")
-    return {name: float(v) / count for name, v in host.items()}
+    if count.ndim == 0 and all(np.ndim(v) == 0 for v in host.values()):
+        return {name: float(v) / float(count) for name, v in host.items()}
+    # array-valued sums (e.g. a vmapped eval step: one count per member, leading axes shared)
+    return {
+        name: np.asarray(v, np.float64)
+        / count.reshape(count.shape + (1,) * (np.ndim(v) - count.ndim))
+        for name, v in host.items()
+    }
 
 
 def array_batches(arrays: Mapping[str, np.ndarray], batch_size: int, mesh: Mesh) -> Iterator[Batch]:

@@ -2,6 +2,8 @@
 
 API:
 
+- `train_step_fn(loss_fn, tx, *, learning_rate=None, skip_nonfinite=False)`: the same step,
+  un-jitted (pure), for callers that transform it further (a sweep vmaps it over members).
 - `make_train_step(loss_fn, tx, *, mesh=None, learning_rate=None, donate=True)` ->
   `train_step(state, batch, **extra_args) -> (state, metrics)`, jitted, `state` donated.
   - `loss_fn(model, batch, rng) -> (loss, aux)`: `model` is a live `nnx.Module` (training mode)
@@ -76,16 +78,16 @@ def _update_count(state: TrainState) -> jax.Array:
     return state.step
 
 
-def make_train_step(
+def train_step_fn(
     loss_fn: LossFn,
     tx: optax.GradientTransformation,
     *,
-    mesh: Mesh | None = None,
     learning_rate: optax.Schedule | None = None,
-    donate: bool = True,
     skip_nonfinite: bool = False,
 ) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
-    """Jitted `train_step(state, batch, **extra_args) -> (state, metrics)` (module docstring)."""
+    """The un-jitted `train_step(state, batch, **extra_args) -> (state, metrics)`: a pure
+    function that `make_train_step` jits, and that a sweep vmaps over a member axis
+    (`redundax.sweep`); see the module docstring."""
     if not callable(loss_fn):
         raise ValueError("`loss_fn` must be callable as loss_fn(model, batch, rng) -> (loss, aux).")
     tx = optax.with_extra_args_support(tx)
@@ -125,6 +127,22 @@ def make_train_step(
         )
         return new_state, metrics
 
+    return train_step
+
+
+def make_train_step(
+    loss_fn: LossFn,
+    tx: optax.GradientTransformation,
+    *,
+    mesh: Mesh | None = None,
+    learning_rate: optax.Schedule | None = None,
+    donate: bool = True,
+    skip_nonfinite: bool = False,
+) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
+    """Jitted `train_step(state, batch, **extra_args) -> (state, metrics)` (module docstring)."""
+    train_step = train_step_fn(
+        loss_fn, tx, learning_rate=learning_rate, skip_nonfinite=skip_nonfinite
+    )
     out_shardings = None if mesh is None else mesh_lib.replicated_sharding(mesh)
     return jax.jit(train_step, donate_argnums=(0,) if donate else (), out_shardings=out_shardings)
 
