@@ -181,9 +181,10 @@ def vectorized(fn: Callable, in_axes: tuple, chunk: int | None = None) -> Callab
     """``fn`` over a leading member axis of the arguments whose ``in_axes`` entry is 0 (the
     others, None, are shared): ``jax.vmap(fn, in_axes)``, or with ``chunk``
     ``jax.lax.map(vmap(fn), batch_size=chunk)``: ``chunk`` members at a time in a loop inside the
-    program (a last, smaller vmap takes the remainder). Each member computes the same arithmetic
-    either way; a chunk keeps the working set (activations x members) small enough for the CPU's
-    caches (``benchmarks/sweep_step.py``)."""
+    program (a last, smaller vmap takes the remainder). A chunk keeps the working set
+    (activations x members) small enough for the CPU's caches (``benchmarks/sweep_step.py``).
+    Each member runs the same operations either way, but XLA compiles the loop body to other
+    kernels: results agree to float round-off (about 1 ulp per step), not bit for bit."""
     chunk = check_chunk(chunk)
     if chunk is None:
         return jax.vmap(fn, in_axes=in_axes)
