@@ -2,14 +2,16 @@
 
     python benchmarks/sweep_step.py                          # tiny (digits) model, 1, 3, 7, 21 members
     python benchmarks/sweep_step.py --size small --members 1,3 --batch 64
+    python benchmarks/sweep_step.py --preset smoke --members 1,2,4 --chunks 1,2,3
 
 A sweep (``redundax.sweep``) trains its members as one ``jit(vmap(step))`` over stacked parameters,
 optimiser states and masking keys, with the batch shared. This script times that vectorised step
 (eq. 2's objective with the R_spec penalty, AdamW update; the step of ``benchmarks/mae_step.py``)
 for each member count M and divides by M, against the reference in the same run: the single-member
 ``jit(step)`` that the sequential sweep runs M times. It also times the members in chunks,
-``jit(lax.map(vmap(step), batch_size=c))`` (``--chunks``): ``c`` members at a time, one loop
-over the chunks inside one program. All cases are visited in turn in every round (interleaved
+``jit(lax.map(vmap(step), batch_size=c))`` (``--chunks``; ``redundax.sweep.vectorized``, what
+``sweep.member_chunk=c`` runs): ``c`` members at a time, one loop over the chunks inside one
+program. All cases are visited in turn in every round (interleaved
 medians), so load changes hit them alike.
 
 Ratio ``vmap/single`` = (vectorised step time / M) / single-member step time: below 1 the member
@@ -38,6 +40,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 from mae_step import interleaved_medians, jax_step_fn
 
+from configs import mae as mae_configs
+from redundax import mae_sweep, sweep
 from redundax.models.mae import MAE, mae_config
 
 
@@ -56,13 +60,8 @@ def member_runner(cfg, batch: int, members: int, chunk: int | None = None):
     if members:
         params, opt_state = jax.tree.map(lambda x: jnp.stack([x] * members), (params, opt_state))
         keys = jax.random.split(keys, members)
-        if chunk is None or chunk >= members:
-            step = jax.vmap(step, in_axes=(0, 0, None, 0))
-        else:
-            one = step
-
-            def step(p, s, x, k):  # lax.map vmaps `one` over `chunk` members at a time
-                return jax.lax.map(lambda a: one(a[0], a[1], x, a[2]), (p, s, k), batch_size=chunk)
+        # the sweep's own member map (`sweep.member_chunk`): one vmap, or lax.map over chunks
+        step = sweep.vectorized(step, (0, 0, None, 0), chunk if chunk and chunk < members else None)
 
     compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, opt_state, images, keys).compile()
     memory = compiled.memory_analysis()
@@ -79,6 +78,11 @@ def member_runner(cfg, batch: int, members: int, chunk: int | None = None):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size", default="tiny")
+    ap.add_argument(
+        "--preset",
+        default=None,
+        help="a configs/mae.py preset (digits, smoke): its model and batch size (over --size)",
+    )
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--members", default="1,3,7,21")
     ap.add_argument("--chunks", default="3", help="chunk sizes c for the largest member count")
@@ -95,7 +99,11 @@ def main() -> None:
             f"--members and --chunks must list positive counts; got {args.members!r}, "
             f"{args.chunks!r}."
         )
-    cfg = mae_config(args.size)
+    if args.preset is None:
+        cfg = mae_config(args.size)
+    else:
+        config = mae_configs.get_config(args.preset)
+        cfg, args.batch = mae_sweep.model_config(config), config.data.batch_size
     m_max = max(counts)
     layouts = {"single": (0, None)}
     layouts.update({f"vmap_{m}": (m, None) for m in counts})
@@ -131,7 +139,8 @@ def main() -> None:
         "backend": jax.default_backend(),
         "device": jax.devices()[0].device_kind,
         "jax": jax.__version__,
-        "size": args.size,
+        "size": args.size if args.preset is None else None,
+        "preset": args.preset,
         "batch": args.batch,
         "repeats": args.repeats,
         "load_avg": os.getloadavg(),

@@ -96,6 +96,11 @@ def get_config(arg: str | None = None) -> ConfigDict:
             # devices holding different members on the (members, data) mesh; the others split
             # each batch (1: every device splits the batch; vectorised only when > 1)
             "member_shards": 1,
+            # vectorised with member_shards=1: run the members `member_chunk` at a time in a
+            # loop inside the one program (jax.lax.map over vmapped chunks), which keeps a step's
+            # working set in the CPU's caches (benchmarks/sweep_step.py); 0 or None: all in one
+            # vmap. Off by default: chunks change results by float round-off (README)
+            "member_chunk": config_dict.FieldReference(0, field_type=int),
             # Adaptive refinement (redundax.analysis.lambda_grid.refine): after the grid above,
             # up to `rounds` rounds add geometric midpoints of neighbouring lambdas whose mean
             # R_spec differ by more than `gap` (never between values equal within `tol`, never a

@@ -143,6 +143,10 @@ def validate_config(config: ConfigDict, schema: ConfigDict | None = None) -> Non
     if len(set(seeds)) != len(seeds):
         _fail("sweep.seeds", f"seeds must be distinct; got {seeds}.")
     _check_ranges(config)
+    try:
+        sweep.check_chunk(config.sweep.member_chunk)
+    except ValueError as error:
+        raise failures.UsageError(f"config.{error}") from None
     shards = config.sweep.member_shards
     if shards > 1 and not config.sweep.vectorize:
         _fail("sweep.member_shards", "sharding the member axis needs sweep.vectorize=True.")
@@ -452,7 +456,12 @@ def baselines(program: MAEProgram, seeds: Sequence[int], *, vectorize: bool, mes
     groups = [members] if vectorize else [[m] for m in members]
     probes, evals = [], []
     for group in groups:
-        layout = sweep.Layout(len(group), vectorize=vectorize, mesh=mesh)
+        layout = sweep.Layout(
+            len(group),
+            vectorize=vectorize,
+            mesh=mesh,
+            member_chunk=program.config.sweep.member_chunk,
+        )
         state, values = sweep.init_members(program, group, layout)
         probes += program.finish(layout, state, group)
         evals += sweep.evaluate_members(
@@ -491,7 +500,8 @@ def train_rounds(
     further rounds adds the lambdas :func:`lambda_grid.refine` places in the R_spec gaps of the
     members so far (within ``sweep.refine.max_members``) and trains them as one group with
     :func:`redundax.sweep.run_sweep` (finished members are skipped, so a restart replays the same
-    rounds); ``config`` is recorded with each group's checkpoints.
+    rounds) in chunks of ``sweep.member_chunk`` members; ``config`` is recorded with each group's
+    checkpoints.
 
     Returns:
       ``{member tag: result}`` (each with its ``round``) and one record per round
@@ -519,7 +529,14 @@ def train_rounds(
             log.info("Refinement round %d: lambda %s (R_spec gaps > %g)", k, new, ref.gap)
         members = sweep.grid(new, seeds)
         trained = len(store.pending(members))
-        out, seconds = sweep.run_sweep(program, members, store=store, config=config, **run_kwargs)
+        out, seconds = sweep.run_sweep(
+            program,
+            members,
+            store=store,
+            config=config,
+            member_chunk=config.sweep.member_chunk,
+            **run_kwargs,
+        )
         results.update({m.tag: {**out[m.tag], "round": k} for m in members})
         rounds.append(
             {"round": k, "lambdas": new, "members": len(members), "trained": trained,

@@ -166,10 +166,54 @@ def place(tree: Any, sharding: NamedSharding) -> Any:
     return jax.tree.map(put, tree)
 
 
+def check_chunk(chunk: Any) -> int | None:
+    """``chunk`` (``sweep.member_chunk``) as a positive int, or None for "all members at once"
+    (None or 0); anything else raises a ``ValueError``."""
+    if chunk is None or (isinstance(chunk, int) and not isinstance(chunk, bool) and chunk >= 0):
+        return chunk or None
+    raise ValueError(
+        f"sweep.member_chunk must be an int >= 0 (0 or None: every member in one vmap; c: c "
+        f"members at a time); got {chunk!r}."
+    )
+
+
+def vectorized(fn: Callable, in_axes: tuple, chunk: int | None = None) -> Callable:
+    """``fn`` over a leading member axis of the arguments whose ``in_axes`` entry is 0 (the
+    others, None, are shared): ``jax.vmap(fn, in_axes)``, or with ``chunk``
+    ``jax.lax.map(vmap(fn), batch_size=chunk)``: ``chunk`` members at a time in a loop inside the
+    program (a last, smaller vmap takes the remainder). A chunk keeps the working set
+    (activations x members) small enough for the CPU's caches (``benchmarks/sweep_step.py``).
+    Each member runs the same operations either way, but XLA compiles the loop body to other
+    kernels: results agree to float round-off (about 1 ulp per step), not bit for bit."""
+    chunk = check_chunk(chunk)
+    if chunk is None:
+        return jax.vmap(fn, in_axes=in_axes)
+    if any(ax not in (0, None) for ax in in_axes):
+        raise ValueError(f"A chunked member map takes in_axes of 0 or None; got {in_axes}.")
+
+    def run(*args):
+        mapped = [a for a, ax in zip(args, in_axes, strict=True) if ax == 0]
+
+        def one(xs):
+            it = iter(xs)
+            return fn(*(next(it) if ax == 0 else a for a, ax in zip(args, in_axes, strict=True)))
+
+        return jax.lax.map(one, mapped, batch_size=chunk)
+
+    return run
+
+
 @functools.lru_cache(maxsize=64)
-def _compiled(fn: Callable, in_axes: tuple, donate: tuple, vectorize: bool, out_shardings: Any):
+def _compiled(
+    fn: Callable,
+    in_axes: tuple,
+    donate: tuple,
+    vectorize: bool,
+    chunk: int | None,
+    out_shardings: Any,
+):
     """One jitted function per (function, layout): every group of a sweep reuses it."""
-    body = jax.vmap(fn, in_axes=in_axes) if vectorize else fn
+    body = vectorized(fn, in_axes, chunk) if vectorize else fn
     return jax.jit(body, donate_argnums=donate, out_shardings=out_shardings)
 
 
@@ -181,10 +225,20 @@ class Layout:
 
     Vectorised: states stacked on a leading member axis sharded over ``members`` (``padded``
     members: a multiple of that axis). Sequential: one member, replicated. Batches are always
-    sharded over ``data``.
+    sharded over ``data``. ``member_chunk`` (vectorised, member axis not sharded: ``members`` of
+    size 1): map functions over ``member_chunk`` members at a time (:func:`vectorized`); None, 0
+    or a chunk of at least ``size``: every member in one vmap.
     """
 
-    def __init__(self, size: int, *, vectorize: bool, mesh: Mesh | None = None):
+    def __init__(
+        self,
+        size: int,
+        *,
+        vectorize: bool,
+        mesh: Mesh | None = None,
+        member_chunk: int | None = None,
+    ):
+        member_chunk = check_chunk(member_chunk)
         if size < 1:
             raise ValueError(f"A member group needs at least one member; got size={size}.")
         if not vectorize and size != 1:
@@ -195,6 +249,8 @@ class Layout:
             raise ValueError("Sequential members train data-parallel: use member_shards=1.")
         self.size, self.vectorize = size, vectorize
         self.padded = math.ceil(size / shards) * shards if vectorize else 1
+        chunked = vectorize and shards == 1 and member_chunk is not None
+        self.chunk = member_chunk if chunked and member_chunk < self.padded else None
         spec = PartitionSpec(MEMBER_AXIS) if vectorize else PartitionSpec()
         self.state_sharding = NamedSharding(self.mesh, spec)
         self.replicated = NamedSharding(self.mesh, PartitionSpec())
@@ -202,10 +258,10 @@ class Layout:
     def map(
         self, fn: Callable, in_axes: tuple, donate: tuple[int, ...] = (), out_shardings: Any = None
     ) -> Callable:
-        """``jit(vmap(fn, in_axes))`` (vectorised) or ``jit(fn)``; outputs replicated unless
-        ``out_shardings`` says otherwise."""
+        """``jit(vmap(fn, in_axes))`` (vectorised; in chunks of ``self.chunk`` members when set)
+        or ``jit(fn)``; outputs replicated unless ``out_shardings`` says otherwise."""
         out = self.replicated if out_shardings is None else out_shardings
-        return _compiled(fn, in_axes, donate, self.vectorize, out)
+        return _compiled(fn, in_axes, donate, self.vectorize, self.chunk, out)
 
     def put(self, tree: Any) -> Any:
         """A stacked host tree (vectorised: padded, member axis sharded) or one member's tree
@@ -592,6 +648,7 @@ def run_sweep(
     store: ResultStore,
     vectorize: bool,
     mesh: Mesh | None = None,
+    member_chunk: int | None = None,
     checkpoint_root: str | pathlib.Path | None = None,
     log_root: str | pathlib.Path | None = None,
     progress: bool | None = None,
@@ -600,7 +657,8 @@ def run_sweep(
     """Train and finish every member not yet in ``store``; return all results and the wall time.
 
     Vectorised: the pending members form one group (``jit(vmap(...))`` on ``mesh``, default
-    ``sweep_mesh()``). Sequential: one member at a time, data-parallel on the mesh. Each group
+    ``sweep_mesh()``; ``member_chunk``: see :class:`Layout`). Sequential: one member at a time,
+    data-parallel on the mesh. Each group
     checkpoints under ``checkpoint_root/<group>`` and writes its metric records under
     ``log_root/<group>``; finished members are saved to ``store`` as soon as their group ends, so
     a restart skips them; each result records its group (``{"id", "size", "vectorize",
@@ -627,7 +685,7 @@ def run_sweep(
     try:
         for i, group in enumerate(groups, 1):
             log.info("sweep group %d/%d: %s", i, len(groups), ", ".join(m.tag for m in group))
-            layout = Layout(len(group), vectorize=vectorize, mesh=mesh)
+            layout = Layout(len(group), vectorize=vectorize, mesh=mesh, member_chunk=member_chunk)
             ids = [m.tag for m in group]
             name = group[0].tag if len(group) == 1 else "group-" + fingerprint(ids)
             g0 = time.perf_counter()
@@ -670,6 +728,7 @@ __all__ = [
     "ResultStore",
     "Schedule",
     "SweepProgress",
+    "check_chunk",
     "evaluate_members",
     "fingerprint",
     "grid",
@@ -682,4 +741,5 @@ __all__ = [
     "sweep_mesh",
     "train_group",
     "unstack",
+    "vectorized",
 ]
