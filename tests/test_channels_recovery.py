@@ -140,3 +140,29 @@ def test_recoveries_record_and_skip(tmp_path):
     again = recovery.Recoveries(model, graph, (x, y), (x, y), **kw)
     assert again.done == {"half": acc}
     assert again("half", None) == acc  # recorded: returned without training
+
+
+def test_a_diverging_recovery_is_scored_as_its_non_finite_network(tmp_path):
+    """A fine-tune that diverges (here: an infinite learning rate) is one point of a curve, not
+    the run: it is scored like the network an unchecked fine-tune ends in (the reference: the
+    projected-SGD loop run on into non-finite parameters), and the next point still trains."""
+    model = tiny_resnet()
+    graph = G.channel_graph(model)
+    masks = {u: np.arange(w) % 2 == 0 for u, w in G.unit_channels(graph).items()}
+    x, y = data()
+    diverging = dict(SGD, lr=float("inf"))
+    rec = recovery.Recoveries(model, graph, (x, y), (x, y), steps=3, optim_section=diverging,
+                              batch_size=16, seed=2, mesh=mesh_lib.make_data_mesh(),
+                              directory=tmp_path)  # fmt: skip
+    acc = rec("diverged", masks)
+    old = dict(SGD)
+    SGD["lr"] = float("inf")
+    try:
+        params, *_, tuned = projected_sgd(model, graph, masks, reference_stream(x, y, 16, 2), 3)
+    finally:
+        SGD.update(old)
+    assert not all(np.isfinite(np.asarray(p)).all() for p in jax.tree.leaves(params))
+    assert acc == recovery.evaluate(tuned, x, y)["accuracy"]
+    assert rec.done == {"diverged": acc} and not (tmp_path / "diverged").exists()
+    rec.optim_section = SGD
+    assert np.isfinite(rec("next", masks))  # the curve goes on

@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from absl import logging
 from flax import nnx
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
@@ -43,7 +44,7 @@ from jax.sharding import Mesh
 from redundax.prune import graph as graph_lib
 from redundax.train import checkpoint as checkpoint_lib
 from redundax.train import evaluate as evaluate_lib
-from redundax.train import loop, metrics, optim
+from redundax.train import failures, loop, metrics, optim
 from redundax.train import mesh as mesh_lib
 from redundax.train import state as state_lib
 from redundax.train import step as step_lib
@@ -306,20 +307,27 @@ class Recoveries:
         if key in self.done:
             return self.done[key]
         ckpt_dir = None if self.directory is None else self.directory / key
-        state = train(
-            self.model,
-            ArrayStream(self.train_arrays, self.batch_size, self.seed),
-            steps=self.steps,
-            optim_section=self.optim_section,
-            mesh=self.mesh,
-            graph=self.graph,
-            masks=masks,
-            checkpoint_dir=ckpt_dir,
-            checkpoint_every=self.checkpoint_every,
-            progress=False,
-            log_every=max(self.steps, 1),
-            desc=f"recovery {key}",
-        )
+        try:
+            state = train(
+                self.model,
+                ArrayStream(self.train_arrays, self.batch_size, self.seed),
+                steps=self.steps,
+                optim_section=self.optim_section,
+                mesh=self.mesh,
+                graph=self.graph,
+                masks=masks,
+                checkpoint_dir=ckpt_dir,
+                checkpoint_every=self.checkpoint_every,
+                progress=False,
+                log_every=max(self.steps, 1),
+                desc=f"recovery {key}",
+            )
+        except failures.Diverged as error:
+            # One point of a pruning curve, not the run: score the network the diverged
+            # fine-tune ends in (non-finite parameters), as an unchecked fine-tune would.
+            logging.warning("recovery %s diverged, scored as a non-finite network: %s", key, error)
+            state = as_state(self.model, self.mesh)
+            state = state.replace(params=jax.tree.map(lambda p: p * jnp.nan, state.params))
         if state is None:
             return None
         acc = evaluate(state, *self.test_arrays, batch_size=self.eval_batch_size, mesh=self.mesh)[
