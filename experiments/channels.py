@@ -143,7 +143,7 @@ def run_one(config, arch, seed: int, ctx, workdir: pathlib.Path) -> dict[str, An
     p = config.prune
     inputs = prune.ScoreInputs(model, graph, per, ctx["calib"], seed=seed, alpha=p.alpha,
                                gamma=p.gamma, taylor_batches=p.taylor_batches,
-                               batch_size=config.calib.batch_size)  # fmt: skip
+                               batch_size=config.calib.batch_size, mesh=mesh)  # fmt: skip
     scores = prune.method_scores(list(p.methods), inputs)
     clock("scores")
     steps_per_epoch = max(1, ctx["n_train"] // config.data.batch_size)

@@ -1,5 +1,10 @@
 """Channel pruning: masks, physical shrinking, lesions, peer replacement, scores, AUC."""
 
+import os
+import pathlib
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,7 +15,7 @@ from redundax.models.mobilenet import MobileNetV2
 from redundax.models.resnet import ResNet
 from redundax.models.vgg import VGG
 from redundax.prune import channels as pc
-from redundax.prune import flops, recovery
+from redundax.prune import flops
 from redundax.prune import graph as G
 from redundax.regularizers import conv_outputs
 
@@ -118,19 +123,37 @@ def test_global_threshold_brute_force():
         pc.global_threshold_masks(g, {}, 0.5)
 
 
-def test_lesion_damage_brute_force():
+def numpy_loss(model, x, y):
+    """Mean cross-entropy of eval-mode logits over the whole split, in float64 NumPy."""
+    z = np.asarray(logits(model, jnp.asarray(x)), np.float64)
+    z = z - z.max(1, keepdims=True)
+    return float(np.mean(np.log(np.exp(z).sum(1)) - z[np.arange(len(y)), y]))
+
+
+@pytest.mark.parametrize("batch_size", [8, 5, 64])  # 8 does not divide 20; 64 > the split
+def test_lesion_damage_brute_force(batch_size):
+    """Each lesion: a copy of the model with the channel's BN scale and bias zeroed by hand, its
+    loss on the whole split in NumPy, minus the intact model's."""
     model = randomize_bn(tiny_models()["vgg"], 3)
     g = G.channel_graph(model)
     x = np.asarray(images(20, 1))
     y = np.arange(20) % 10
     unit = g.names[1]
-    dmg = pc.lesion_damage(model, g, unit, [0, 5], x, y, batch_size=8)
-    base = recovery.evaluate(model, x, y)["loss"]
-    for c, d in zip([0, 5], dmg, strict=True):
-        m = G.full_masks(g)
-        m[unit][c] = False
-        want = recovery.evaluate(G.apply_masks(nnx.clone(model), g, m), x, y)["loss"] - base
-        assert np.isclose(d, want, atol=1e-5)
+    dmg = pc.lesion_damage(model, g, unit, [0, 5, 0], x, y, batch_size=batch_size)
+    base = numpy_loss(model, x, y)
+    want = []
+    for c in (0, 5, 0):
+        copy = nnx.clone(model)
+        bn = G.get_path(copy, g.unit(unit).bn)
+        for var in (bn.scale, bn.bias):
+            v = np.array(var[...])
+            v[c] = 0.0
+            var.set_value(jnp.asarray(v))
+        want.append(numpy_loss(copy, x, y) - base)
+    assert np.abs(want).min() > 1e-3  # the lesions change the loss
+    np.testing.assert_allclose(dmg, want, atol=2e-5)
+    with pytest.raises(ValueError, match="channels"):
+        pc.lesion_damage(model, g, unit, [99], x, y)
 
 
 def test_peer_replacement_is_the_ridge_reconstruction():
@@ -165,14 +188,17 @@ def test_peer_replacement_is_the_ridge_reconstruction():
 
 
 def test_taylor_is_first_order_loss_change():
+    """Per calibration batch, d/d eps of the batch's mean loss when the channel's BN output is
+    scaled by (1 - eps), at eps = 0; the score is its absolute value averaged over the batches.
+    Batch sizes 16 and 13 (13 pads to a multiple of the device count)."""
     model = randomize_bn(tiny_models()["vgg"], 6)
     g = G.channel_graph(model)
-    x, y = images(16, 3), jnp.arange(16) % 10
-    sc = pc.taylor_scores(model, g, [(x, y)])
+    batches = [(images(16, 3), jnp.arange(16) % 10), (images(13, 4), jnp.arange(13) % 7)]
+    sc = pc.taylor_scores(model, g, batches)
     u = g.unit(g.names[1])
     gdef, state = nnx.split(nnx.view(model, use_running_average=True))
 
-    def loss(eps, c):
+    def loss(eps, c, x, y):
         m = nnx.merge(gdef, state, copy=True)
         bn = G.get_path(m, u.bn)
         k = 1 - eps * (jnp.arange(bn.scale[...].shape[0]) == c)
@@ -181,8 +207,12 @@ def test_taylor_is_first_order_loss_change():
         return pc.cross_entropy(m(x), y)
 
     for c in (0, 7):
-        d = jax.grad(loss)(0.0, c)  # d/d eps of scaling channel c's BN output by (1 - eps)
-        assert np.isclose(sc[u.name][c], abs(float(d)), rtol=1e-3, atol=1e-6)
+        # d/d eps of scaling channel c's BN output by (1 - eps), per batch
+        d = [abs(float(jax.grad(loss)(0.0, c, x, y))) for x, y in batches]
+        assert np.isclose(sc[u.name][c], np.mean(d), rtol=1e-3, atol=1e-6)
+    assert set(sc) == set(g.names)
+    with pytest.raises(ValueError, match="batches"):
+        pc.taylor_scores(model, g, [])
 
 
 def test_weight_scores_and_activation_rms():
@@ -241,3 +271,15 @@ def test_information_scores_formulas():
         s["composite_pid"]["l"], 2 * z(m["task_mi"]) - 0.25 * z(m["red_t"]) + 0.25 * z(m["syn"])
     )
     assert set(pc.LOCAL_METHODS) | set(pc.TARGET_METHODS) <= set(s)
+
+
+def test_lesion_damage_and_taylor_on_eight_devices_equal_one_device():
+    """tests/scripts/channel_scores_devices.py: the same lesions and Taylor scores on a data mesh
+    of 8 simulated CPU devices and of 1, padded last batches included."""
+    script = pathlib.Path(__file__).parent / "scripts" / "channel_scores_devices.py"
+    env = dict(os.environ, JAX_NUM_CPU_DEVICES="8", JAX_PLATFORMS="cpu")
+    out = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+    assert "channel scores OK" in out.stdout, out.stdout

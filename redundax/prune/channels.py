@@ -20,9 +20,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from jax.sharding import Mesh
 
 from redundax.prune import graph as graph_lib
+from redundax.prune import recovery
 from redundax.prune.graph import ChannelGraph, apply_masks, effective_masks, get_path
+from redundax.train import evaluate as evaluate_lib
+from redundax.train import mesh as mesh_lib
 
 # The paper's 10 channel sparsities (fraction of channels removed), App. C.
 SPARSITIES: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
@@ -153,40 +157,70 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
+def _taylor_step(graph: ChannelGraph, mesh: Mesh):
+    """Jitted `(state, batch) -> {unit: sum_examples gamma dl/dgamma + beta dl/dbeta, "count"}`
+    for the masked per-example cross-entropies l of a (sharded) batch, in eval mode."""
+    paths = {u.name: u.bn for u in graph.units}
+
+    def step(state, batch):
+        model = state.model()
+        model.eval()
+        gdef, params, rest = nnx.split(model, nnx.Param, ...)
+        mask = batch["mask"].astype(jnp.float32)
+
+        def total(p):
+            logits = nnx.merge(gdef, p, rest)(batch["image"])
+            ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
+            return jnp.sum(ce * mask)
+
+        flat_p = dict(nnx.to_flat_state(params))
+        flat_g = dict(nnx.to_flat_state(jax.grad(total)(params)))
+        out = {
+            name: flat_p[(*bn, "scale")][...] * flat_g[(*bn, "scale")][...]
+            + flat_p[(*bn, "bias")][...] * flat_g[(*bn, "bias")][...]
+            for name, bn in paths.items()
+        }
+        return {**out, "count": jnp.sum(mask)}
+
+    return jax.jit(step, out_shardings=mesh_lib.replicated_sharding(mesh))
+
+
 def taylor_scores(
-    model, graph: ChannelGraph, batches: Sequence[tuple[Any, Any]]
+    model,
+    graph: ChannelGraph,
+    batches: Sequence[tuple[Any, Any]],
+    *,
+    mesh: Mesh | None = None,
 ) -> dict[str, np.ndarray]:
     """First-order Taylor importance |sum_positions a * dL/da| of each unit's BN output a
     [Molchanov et al., 2019], averaged over calibration batches (eval-mode BatchNorm).
 
     Uses gamma dL/dgamma + beta dL/dbeta = sum_positions a dL/da: the first-order change of the loss
-    when the channel is masked (its BN scale and bias zeroed).
+    L (mean cross-entropy of one calibration batch) when the channel is masked (its BN scale and
+    bias zeroed). Each batch is one global batch, sharded over the `data` mesh through
+    `redundax.train.evaluate.evaluate_batches` (padded and masked to a multiple of the device
+    count): the gradient of the batch mean is the mean of the per-example gradients, summed over
+    devices and processes, so the scores do not depend on the device or process count.
+
+    Args:
+      model, graph: the network and its channel graph.
+      batches: whole `(images, labels)` calibration batches (the same on every process).
+      mesh: the `data` mesh (`redundax.train.mesh.make_data_mesh`); default: all devices.
     """
-    view = nnx.view(model, use_running_average=True)
-    gdef, params, rest = nnx.split(view, nnx.Param, ...)
-
-    @jax.jit
-    def contrib(params, x, y):
-        def loss(p):
-            return cross_entropy(nnx.merge(gdef, p, rest)(x), y)
-
-        g = jax.grad(loss)(params)
-        flat_p, flat_g = dict(nnx.to_flat_state(params)), dict(nnx.to_flat_state(g))
-        return {
-            u.name: jnp.abs(
-                flat_p[(*u.bn, "scale")][...] * flat_g[(*u.bn, "scale")][...]
-                + flat_p[(*u.bn, "bias")][...] * flat_g[(*u.bn, "bias")][...]
-            )
-            for u in graph.units
-        }
-
-    acc = None
-    for x, y in batches:
-        c = contrib(params, jnp.asarray(x), jnp.asarray(y))
-        acc = c if acc is None else jax.tree.map(jnp.add, acc, c)
-    if acc is None:
+    if not batches:
         raise ValueError("`batches` is empty; pass at least one (images, labels) batch.")
-    return {k: np.asarray(v) / len(batches) for k, v in acc.items()}
+    mesh = mesh_lib.make_data_mesh() if mesh is None else mesh
+    step = _taylor_step(graph, mesh)
+    state = recovery.as_state(model, mesh)
+    acc = {u.name: 0.0 for u in graph.units}
+    for x, y in batches:
+        arrays = {"image": np.asarray(x), "label": np.asarray(y)}
+        size = len(arrays["label"])
+        contrib = evaluate_lib.evaluate_batches(
+            step, state, evaluate_lib.array_batches(arrays, size, mesh), batch_size=size, mesh=mesh
+        )
+        acc = {k: v + np.abs(contrib[k]) for k, v in acc.items()}
+    return {k: v / len(batches) for k, v in acc.items()}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -202,40 +236,56 @@ def lesion_damage(
     labels,
     *,
     batch_size: int = 512,
+    mesh: Mesh | None = None,
 ) -> np.ndarray:
-    """Loss increase (eval mode, no fine-tuning) when each listed channel of `unit` is masked alone."""
+    """Loss increase (eval mode, no fine-tuning) when each listed channel of `unit` is masked alone.
+
+    Every lesion's mean cross-entropy over the whole split comes from one pass of
+    `redundax.prune.recovery.evaluate` (the engine's eval step and `evaluate_batches`: batches
+    sharded over the `data` mesh, the last one padded and masked, sums over devices and
+    processes): its metric holds one per-example loss per lesion (the channel's BN scale and bias
+    zeroed) and one for the intact network.
+
+    Args:
+      model, graph: the network and its channel graph.
+      unit: the unit whose channels are lesioned.
+      channels: channel indices of `unit`, each lesioned alone.
+      images, labels: the whole split (the same on every process).
+      batch_size: global evaluation batch size.
+      mesh: the `data` mesh (`redundax.train.mesh.make_data_mesh`); default: all devices.
+
+    Returns:
+      `(len(channels),)` mean-loss increases.
+    """
     u = graph.unit(unit)
-    gdef, state = nnx.split(nnx.view(model, use_running_average=True))
     width = graph.spaces[u.dst].width
-    channels = np.asarray(channels, np.int32)
+    channels = np.asarray(channels, np.int32).reshape(-1)
     if channels.size and (channels.min() < 0 or channels.max() >= width):
         raise ValueError(f"`channels` must index 0..{width - 1} of {unit}; got {channels}.")
+    keeps = np.stack([np.ones(width)] + [np.arange(width) != c for c in channels]).astype(
+        np.float32
+    )
+    names = [f"lesion_{i}" for i in range(len(keeps))]  # lesion_0: the intact network
 
-    @jax.jit
-    def losses(state, keep, x, y):
-        def one(k):
+    def metric_fn(model, batch):
+        gdef, state = nnx.split(model)
+
+        def one(keep):
             m = nnx.merge(gdef, state, copy=True)
             bn = get_path(m, u.bn)
-            bn.scale.set_value(bn.scale[...] * k)
-            bn.bias.set_value(bn.bias[...] * k)
-            return optax.softmax_cross_entropy_with_integer_labels(m(x), y).sum()
-
-        return jax.lax.map(one, keep)
-
-    keeps = jnp.asarray(
-        np.stack([np.ones(width)] + [np.arange(width) != c for c in channels]), jnp.float32
-    )
-    tot = np.zeros(len(keeps))
-    for i in range(0, len(labels), batch_size):
-        tot += np.asarray(
-            losses(
-                state,
-                keeps,
-                jnp.asarray(images[i : i + batch_size]),
-                jnp.asarray(labels[i : i + batch_size]),
+            bn.scale.set_value(bn.scale[...] * keep)
+            bn.bias.set_value(bn.bias[...] * keep)
+            return optax.softmax_cross_entropy_with_integer_labels(
+                m(batch["image"]), batch["label"]
             )
-        )
-    tot /= len(labels)
+
+        losses = jax.lax.map(one, jnp.asarray(keeps))
+        return dict(zip(names, losses, strict=True))
+
+    means = recovery.evaluate(
+        model, images, labels, batch_size=batch_size, mesh=mesh, metric_fn=metric_fn
+    )
+    tot = np.array([means[n] for n in names], np.float64)
     return tot[1:] - tot[0]
 
 

@@ -103,6 +103,8 @@ def lesion_probe(
       layers, channels, peers, threshold: units lesioned, channels per unit, peers of a
         replacement, the damage above which a lesion counts as nontrivial.
       rng: draws the channels.
+      mesh, batch_size: the `data` mesh (default: all devices) and the global batch size of every
+        evaluation (lesions and replacements).
 
     Returns:
       `{"rows": [...], "spearman_with_lower_damage": {...}, "replacement": {...}}`.
@@ -117,7 +119,9 @@ def lesion_probe(
     for u in lesion_units(graph, layers):
         width = graph.spaces[u.dst].width
         chans = np.sort(rng.choice(width, min(channels, width), replace=False))
-        dmg = pc.lesion_damage(model, graph, u.name, chans, images, labels, batch_size=batch_size)
+        dmg = pc.lesion_damage(
+            model, graph, u.name, chans, images, labels, batch_size=batch_size, mesh=mesh
+        )
         m = per[u.name]
         for c, d in zip(chans, dmg, strict=True):
             rep, r2 = pc.peer_replacement(

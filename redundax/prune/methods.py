@@ -5,11 +5,12 @@ Reference: Safaai et al., "Task Relevance Is Not Local Replaceability" (Sec. 4, 
 `METHODS` maps a method name to a scorer `f(inputs) -> {unit: (channels,) keep scores}`;
 `method_scores(methods, inputs)` scores every listed method. `ScoreInputs` carries what any method
 may read: the trained model and its channel graph, the per-unit two-axis metrics
-(`redundax.analysis.channels.compute_metrics`), the calibration arrays and a seed.
+(`redundax.analysis.channels.compute_metrics`), the calibration arrays, a seed and the `data` mesh
+that data-based scores run on.
 
 - baselines (`BASELINE_METHODS`): `magnitude` (filter l2 norm), `fpgm` (distance to the other
   filters), `bn_scale` (|gamma|), `random`, `act_rms` (BN-output RMS from the calibration moments),
-  `taylor` (first-order Taylor on `taylor_batches` calibration batches);
+  `taylor` (first-order Taylor on `taylor_batches` calibration batches, sharded over `mesh`);
 - local axis (`LOCAL_METHODS`) and target axis (`TARGET_METHODS`):
   `redundax.prune.channels.information_scores` with weights `alpha`, `gamma`.
 """
@@ -21,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from jax.sharding import Mesh
 
 from redundax.prune import channels as pc
 from redundax.prune.graph import ChannelGraph
@@ -39,6 +41,7 @@ class ScoreInputs:
     gamma: float = 0.25
     taylor_batches: int = 4
     batch_size: int = 256
+    mesh: Mesh | None = None  # the `data` mesh of data-based scores (default: all devices)
 
 
 def _taylor(s: ScoreInputs) -> dict[str, np.ndarray]:
@@ -46,7 +49,7 @@ def _taylor(s: ScoreInputs) -> dict[str, np.ndarray]:
     bs = s.batch_size
     n = min(s.taylor_batches, max(1, len(labels) // bs))
     batches = [(images[i * bs : (i + 1) * bs], labels[i * bs : (i + 1) * bs]) for i in range(n)]
-    return pc.taylor_scores(s.model, s.graph, batches)
+    return pc.taylor_scores(s.model, s.graph, batches, mesh=s.mesh)
 
 
 def _act_rms(s: ScoreInputs) -> dict[str, np.ndarray]:

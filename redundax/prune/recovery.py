@@ -17,8 +17,10 @@ global-batch statistics).
   (`redundax.prune.graph.apply_masks`) and `keep_pruned_zero` keeps them exactly zero after every
   update; with `checkpoint_dir` it resumes from and saves to an orbax `Checkpointer` (None when
   stopped by SIGTERM: rerun to resume).
-- `evaluate(model_or_state, images, labels, *, batch_size, mesh) -> {"accuracy", "loss"}`:
-  eval-mode means over a whole split (fixed-size padded batches, one compilation per model).
+- `evaluate(model_or_state, images, labels, *, batch_size, mesh, metric_fn=None)
+  -> {"accuracy", "loss"}`: eval-mode means over a whole split (fixed-size padded batches, one
+  compilation per model); with `metric_fn`, the means of its per-example values instead (the
+  lesions of `redundax.prune.channels.lesion_damage`).
 - `Recoveries`: the recovery fine-tunes of one trained model, each resumable, accuracies recorded
   in `<directory>/recovery.json` (a rerun skips the recorded ones).
 """
@@ -250,13 +252,18 @@ def evaluate(
     *,
     batch_size: int = 512,
     mesh: Mesh | None = None,
+    metric_fn: step_lib.MetricFn | None = None,
 ) -> dict[str, float]:
-    """Eval-mode accuracy and mean cross-entropy over whole arrays (module docstring)."""
+    """Eval-mode means over whole arrays (module docstring): accuracy and cross-entropy, or the
+    per-example values of `metric_fn(model, batch)` (`redundax.train.step.make_eval_step`)."""
     mesh = mesh_lib.make_data_mesh() if mesh is None else mesh
     arrays = {"image": np.asarray(images), "label": np.asarray(labels)}
     size = max(1, min(int(batch_size), len(arrays["label"])))
+    eval_step = (
+        _eval_step(mesh) if metric_fn is None else step_lib.make_eval_step(metric_fn, mesh=mesh)
+    )
     return evaluate_lib.evaluate_batches(
-        _eval_step(mesh),
+        eval_step,
         as_state(model, mesh),
         evaluate_lib.array_batches(arrays, size, mesh),
         batch_size=size,
