@@ -7,6 +7,11 @@ Masks are `{unit name: bool (channels,)}` over the units of a `redundax.prune.gr
 masked channel has its BatchNorm scale and bias set to zero (`apply_masks`), so the unit outputs
 exactly zero there; `shrink` turns a masked network into a smaller dense one with identical outputs.
 Scores are "keep" scores: higher means more important, the lowest are pruned first.
+
+The data-based pieces run on the engine's `data` mesh (`redundax.train.mesh`), over all devices
+and processes: `lesion_damage` evaluates every lesion through `redundax.prune.recovery.evaluate`
+(`make_eval_step` + `evaluate_batches`), and `taylor_scores` gets each calibration batch's
+gradient from `evaluate_batches` as a mean of masked per-example gradient sums.
 """
 
 from __future__ import annotations
