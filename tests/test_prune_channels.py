@@ -213,6 +213,8 @@ def test_taylor_is_first_order_loss_change():
     assert set(sc) == set(g.names)
     with pytest.raises(ValueError, match="batches"):
         pc.taylor_scores(model, g, [])
+    with pytest.raises(ValueError, match="calibration batch 1"):
+        pc.taylor_scores(model, g, [batches[0], (images(0, 1), jnp.arange(0))])
 
 
 def test_weight_scores_and_activation_rms():

@@ -218,9 +218,14 @@ def taylor_scores(
     step = _taylor_step(graph, mesh)
     state = recovery.as_state(model, mesh)
     acc = {u.name: 0.0 for u in graph.units}
-    for x, y in batches:
+    for i, (x, y) in enumerate(batches):
         arrays = {"image": np.asarray(x), "label": np.asarray(y)}
         size = len(arrays["label"])
+        if size == 0 or len(arrays["image"]) != size:
+            raise ValueError(
+                f"calibration batch {i} of `batches` has {len(arrays['image'])} images and {size} "
+                "labels; every batch needs the same non-zero number of both."
+            )
         contrib = evaluate_lib.evaluate_batches(
             step, state, evaluate_lib.array_batches(arrays, size, mesh), batch_size=size, mesh=mesh
         )
