@@ -235,6 +235,11 @@ def test_full_smoke_preset_on_eight_devices_and_two_processes_equals_one_device(
         assert checkpoint.finished_steps(one / ckpt) == [44]
         for workdir in (eight, two):
             shutil.copytree(one / ckpt, workdir / ckpt)
+        # the data iterator's state is the global batch index, the same on every process: the
+        # 1-process file serves as each of the 2 processes' files
+        data_dir = two / ckpt / "44" / "data"
+        for i in range(2):
+            shutil.copy(data_dir / "process_0-of-1.json", data_dir / f"process_{i}-of-2.json")
     port = _free_port()
     runs = {
         eight: [_launch(eight, archs=SMOKE_ARCHS, flags=SMOKE_FLAGS, JAX_NUM_CPU_DEVICES="8")],
