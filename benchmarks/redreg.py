@@ -16,12 +16,22 @@ as one jitted update with donated parameters and optimizer state:
 - `ogm_ge(inverse_cdf)+sgd`: ``normal="inverse_cdf"`` (``jax.random.normal`` of Threefry bits,
   the draws of earlier versions).
 
-Ratios are against `sgd`. A second comparison times the suppression step alone -- for every
-tensor of the dominant encoder, ``g + beta (d - <d, g>/||g||² g)`` -- as the jitted `redreg`
-update against a NumPy transcription of the reference code's per-tensor loop, after checking
-that both give the same result.
+Ratios are against `sgd`. The kinds take turns, one update each per round, so that a change of
+the machine's load hits all of them alike; the table gives the median wall time, the ratio of
+medians, the interquartile range of the per-round ratios (each kind against the `sgd` update of
+its own round) and the ratio of median process CPU times (``time.process_time``: the work done,
+less sensitive than wall time to other processes on a shared machine). ``--prefer-vector-width
+512`` compiles every update (SGD included) with XLA's ``xla_cpu_prefer_vector_width=512``
+(AVX-512 CPUs: 16 float lanes instead of 8 for the arithmetic-bound noise).
 
-    python benchmarks/redreg.py [--repeats 10] [--out benchmarks/results/redreg.json]
+A second comparison times the suppression step alone -- for every tensor of the dominant
+encoder, ``g + beta (d - <d, g>/||g||² g)`` -- as the jitted `redreg` update (writing into its
+donated gradient buffers, as inside a jitted training step) against a NumPy transcription of
+the reference code's per-tensor loop, in alternation, after checking that both give the same
+result.
+
+    python benchmarks/redreg.py [--repeats 10] [--prefer-vector-width 512]
+                                [--out benchmarks/results/redreg.json]
 """
 
 from __future__ import annotations
@@ -104,7 +114,7 @@ def optimizer(kind: str) -> optax.GradientTransformation:
     raise ValueError(kind)
 
 
-def make_update(kind: str, params, grads):
+def make_update(kind: str, params, grads, compiler_options: dict | None = None):
     """A jitted update of ``kind`` (donating parameters and state) and its warmed-up state."""
     tx = optimizer(kind)
 
@@ -112,7 +122,8 @@ def make_update(kind: str, params, grads):
         u, s = tx.update(g, s, p, **SIGNALS)
         return optax.apply_updates(p, u), s
 
-    update = jax.jit(update, donate_argnums=(0, 1))
+    options = {"compiler_options": compiler_options} if compiler_options else {}
+    update = jax.jit(update, donate_argnums=(0, 1), **options)
     p = jax.tree.map(jnp.copy, params)
     s = jax.jit(tx.init)(p)
     for _ in range(3):  # compile and let the anchor drift
@@ -121,17 +132,46 @@ def make_update(kind: str, params, grads):
     return update, [p, s]
 
 
-def time_updates(kinds, params, grads, repeats: int) -> dict[str, float]:
-    """Median seconds per update; the kinds take turns, so load changes hit all alike."""
-    runs = {kind: make_update(kind, params, grads) for kind in kinds}
-    times = {kind: [] for kind in kinds}
+def sample_updates(
+    kinds, params, grads, repeats: int, compiler_options: dict | None = None
+) -> dict[str, dict[str, list[float]]]:
+    """Wall and process CPU seconds of ``repeats`` updates of each kind, in rounds: every round
+    runs one update of each kind in turn, so that load changes hit all kinds alike."""
+    runs = {kind: make_update(kind, params, grads, compiler_options) for kind in kinds}
+    samples = {kind: {"wall": [], "cpu": []} for kind in kinds}
     for _ in range(repeats):
         for kind, (update, carry) in runs.items():
-            start = time.perf_counter()
+            cpu, wall = time.process_time(), time.perf_counter()
             carry[0], carry[1] = update(carry[0], carry[1], grads)
             jax.block_until_ready(carry)
-            times[kind].append(time.perf_counter() - start)
-    return {kind: statistics.median(t) for kind, t in times.items()}
+            samples[kind]["wall"].append(time.perf_counter() - wall)
+            samples[kind]["cpu"].append(time.process_time() - cpu)
+    return samples
+
+
+def time_updates(kinds, params, grads, repeats: int) -> dict[str, float]:
+    """Median wall seconds per update; the kinds take turns (:func:`sample_updates`)."""
+    samples = sample_updates(kinds, params, grads, repeats)
+    return {kind: statistics.median(s["wall"]) for kind, s in samples.items()}
+
+
+def summarize(samples: dict[str, dict[str, list[float]]], reference: str = "sgd") -> dict:
+    """Per kind: median wall seconds, ratio of medians to ``reference``, the 25th and 75th
+    percentiles of the per-round ratios (round ``i`` of a kind over round ``i`` of the
+    reference), and the ratio of median CPU seconds."""
+    ref = samples[reference]
+    rows = {}
+    for kind, s in samples.items():
+        per_round = np.asarray(s["wall"]) / np.asarray(ref["wall"])
+        rows[kind] = {
+            "seconds": statistics.median(s["wall"]),
+            "ratio_vs_sgd": statistics.median(s["wall"]) / statistics.median(ref["wall"]),
+            "ratio_p25": float(np.percentile(per_round, 25)),
+            "ratio_p75": float(np.percentile(per_round, 75)),
+            "cpu_seconds": statistics.median(s["cpu"]),
+            "cpu_ratio_vs_sgd": statistics.median(s["cpu"]) / statistics.median(ref["cpu"]),
+        }
+    return rows
 
 
 def numpy_suppression(params, anchor, grads, betas: dict, labels: dict) -> dict:
@@ -154,8 +194,13 @@ def compare_suppression(params, grads, repeats: int) -> dict:
     drifted = jax.tree.map(lambda p, g: p - 0.01 * g, params, grads)
     tx = redreg(encoder_labels, tau=0.0)
     state = tx.init(params)  # anchor = params; the drift is drifted - params
-    update = jax.jit(lambda g, s, p: tx.update(g, s, p, **SIGNALS)[0])
-    ours = update(grads, state, drifted)
+    # the step writes into its (donated) gradient buffers, as inside a jitted training step
+    update = jax.jit(lambda g, s, p: tx.update(g, s, p, **SIGNALS)[0], donate_argnums=0)
+
+    def fresh_grads():
+        return jax.block_until_ready(jax.tree.map(jnp.copy, grads))
+
+    ours = update(fresh_grads(), state, drifted)
     beta = math.exp(0.9 * math.tanh(0.7 - 0.3))
 
     def flat(tree):
@@ -177,16 +222,15 @@ def compare_suppression(params, grads, repeats: int) -> dict:
     )
     if err > 1e-4:
         raise AssertionError(f"redreg and the NumPy reference disagree (max relative error {err})")
-    t_np = []
-    for _ in range(max(3, repeats // 2)):
+    jax.block_until_ready(update(fresh_grads(), state, drifted))
+    t_np, t_jax = [], []
+    for _ in range(repeats):  # alternating, so that load changes hit both alike
         start = time.perf_counter()
         numpy_suppression(np_p, np_a, np_g, betas, labels)
         t_np.append(time.perf_counter() - start)
-    jax.block_until_ready(update(grads, state, drifted))
-    t_jax = []
-    for _ in range(repeats):
+        g = fresh_grads()
         start = time.perf_counter()
-        jax.block_until_ready(update(grads, state, drifted))
+        jax.block_until_ready(update(g, state, drifted))
         t_jax.append(time.perf_counter() - start)
     return {
         "numpy_reference_s": statistics.median(t_np),
@@ -202,15 +246,21 @@ def main() -> None:
     parser.add_argument(
         "--out", default=str(pathlib.Path(__file__).parent / "results" / "redreg.json")
     )
+    parser.add_argument(
+        "--prefer-vector-width",
+        type=int,
+        default=None,
+        help="compile every update with XLA's xla_cpu_prefer_vector_width (e.g. 512)",
+    )
     args = parser.parse_args()
+    options = None
+    if args.prefer_vector_width is not None:
+        options = {"xla_cpu_prefer_vector_width": args.prefer_vector_width}
 
     params = param_tree(0)
     grads = jax.tree.map(lambda x: 1e-2 * x + 1e-3, param_tree(1))
     n = sum(x.size for x in jax.tree.leaves(params))
-    kinds = KINDS
-    rows = {k: {"seconds": t} for k, t in time_updates(kinds, params, grads, args.repeats).items()}
-    for row in rows.values():
-        row["ratio_vs_sgd"] = row["seconds"] / rows["sgd"]["seconds"]
+    rows = summarize(sample_updates(KINDS, params, grads, args.repeats, options))
     suppression = compare_suppression(params, grads, args.repeats)
 
     device = jax.devices()[0]
@@ -220,13 +270,20 @@ def main() -> None:
         "jax": jax.__version__,
         "python": platform.python_version(),
         "repeats": args.repeats,
+        "compiler_options": options,
         "updates": rows,
         "suppression_step": suppression,
     }
     print(f"{n / 1e6:.1f}M parameters on {result['device']} (median of {args.repeats})")
-    print(f"{'update':<28}{'ms':>10}{'x sgd':>8}")
+    if options:
+        print(f"compiler options: {options}")
+    print(f"{'update':<28}{'ms':>9}{'x sgd':>7}{'(p25-p75)':>13}{'cpu x sgd':>11}")
     for kind, row in rows.items():
-        print(f"{kind:<28}{1e3 * row['seconds']:>10.2f}{row['ratio_vs_sgd']:>8.2f}")
+        spread = f"{row['ratio_p25']:.2f}-{row['ratio_p75']:.2f}"
+        print(
+            f"{kind:<28}{1e3 * row['seconds']:>9.2f}{row['ratio_vs_sgd']:>7.2f}{spread:>13}"
+            f"{row['cpu_ratio_vs_sgd']:>11.2f}"
+        )
     s = suppression
     print(
         f"suppression step: redreg update {1e3 * s['redreg_update_s']:.2f} ms, NumPy reference loop "

@@ -11,6 +11,8 @@ The pieces are the engine's (``redundax.train``):
 - the step is ``redundax.train.step.train_step_fn`` (the un-jitted core of ``make_train_step``),
   vmapped over the member axis: the same loss/gradient/optimizer update and metrics
   (``loss``, the loss's aux, ``grad_norm``, ``learning_rate``) as any other training;
+- the training loop is ``redundax.train.loop.train`` with stacked members (per-member metric
+  means and divergence checks; the sequential path trains one member like any run);
 - held-out evaluation is ``redundax.train.evaluate.evaluate_batches`` (fixed-size sharded batches,
   the last one padded and masked; sums over devices and hosts) with one count per member;
 - checkpoints are ``redundax.train.checkpoint.Checkpointer`` (orbax, the data iterator's
@@ -57,10 +59,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from redundax.train import checkpoint as checkpoint_lib
 from redundax.train import evaluate as evaluate_lib
 from redundax.train import failures
+from redundax.train import loop as loop_lib
 from redundax.train import mesh as mesh_lib
 from redundax.train import metrics as metrics_lib
 from redundax.train import step as step_lib
-from redundax.train.progress import Progress
 from redundax.train.state import TrainState
 
 log = logging.getLogger(__name__)
@@ -467,33 +469,58 @@ class Schedule:
         return step == self.num_steps or (every > 0 and step % every == 0)
 
 
-class SweepProgress:
-    """Member-steps done over the whole sweep: a tqdm bar on a terminal, else a log line every
-    ``log_every`` member-steps (``redundax.train.progress.Progress``, process 0 only)."""
+class _Histories:
+    """The metric writer ``redundax.train.loop.train`` writes to: the loop's
+    ``<tag>/train/<metric>`` means of a step, then the sweep's ``<tag>/val/<metric>``,
+    ``<tag>/epoch``, ``<tag>/time`` of that step become one record per member
+    ``{"step", "epoch", "train/...", "val/...", "time"}``: appended to its history, handed to
+    ``on_eval`` and written (``<tag>/<name>``) to ``writer``."""
 
     def __init__(
-        self, total: int, log_every: int | None = None, desc: str = "sweep", bar: bool | None = None
+        self,
+        members: Sequence[Member],
+        histories: list[list[dict]],
+        writer: metrics_lib.Writer | None,
+        on_eval: Callable[[Member, dict], None] | None,
+        stacked: bool,
     ):
-        self.total, self.done = total, 0
-        self.log_every = log_every or max(total // 20, 1)
-        self._progress = Progress(total, desc=desc, bar=bar)
-        self._t0 = time.perf_counter()
+        self.members, self.histories, self.writer, self.on_eval = (
+            members,
+            histories,
+            writer,
+            on_eval,
+        )
+        self.stacked = stacked
+        self._train: dict[str, dict[str, float]] = {}
 
-    def update(self, n: int) -> None:
-        before, self.done = self.done, self.done + n
-        crossed = self.done // self.log_every > before // self.log_every
-        metrics = None
-        if crossed or self.done == self.total:
-            elapsed = time.perf_counter() - self._t0
-            metrics = {"member_steps_per_s": self.done / max(elapsed, 1e-9)}
-        self._progress.update(self.done, metrics)
+    def write(self, step: int, record: Mapping[str, Any]) -> None:
+        if not self.stacked:  # one unstacked member: its training means are `train/<metric>`
+            tag = self.members[0].tag
+            record = {f"{tag}/{n}" if n.startswith("train/") else n: v for n, v in record.items()}
+        for k, m in enumerate(self.members):
+            prefix = m.tag + "/"
+            mine = {n[len(prefix) :]: float(v) for n, v in record.items() if n.startswith(prefix)}
+            if "epoch" not in mine:  # the training means, kept for the evaluation of this step
+                self._train[m.tag] = mine
+                continue
+            train = self._train.pop(m.tag, {}) if step else {}
+            entry = {"step": int(step), "epoch": mine.pop("epoch"), **train}
+            entry |= {n: v for n, v in mine.items() if n != "time"} | {"time": mine["time"]}
+            self.histories[k].append(entry)
+            if self.writer is not None:  # one record per member and evaluation
+                self.writer.write(
+                    step, {f"{prefix}{n}": v for n, v in entry.items() if n != "step"}
+                )
+            if self.on_eval is not None:
+                self.on_eval(m, entry)
 
-    def close(self) -> None:
-        self._progress.close()
+    def write_batch(self, step: int, fingerprint: str) -> None:
+        if self.writer is not None:
+            self.writer.write_batch(step, fingerprint)
 
-
-def _host_list(tree: Any) -> Any:
-    return jax.tree.map(lambda x: np.asarray(x).tolist(), mesh_lib.to_host(tree))
+    def flush(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()
 
 
 def train_group(
@@ -509,9 +536,10 @@ def train_group(
     config: Any = None,
     log_dir: str | pathlib.Path | None = None,
     on_eval: Callable[[Member, dict], None] | None = None,
-    bar: Any = None,
+    progress: bool | None = None,
 ) -> tuple[Any, list[list[dict]]]:
-    """Train one group of members for ``schedule.num_steps`` steps (resuming from a checkpoint).
+    """Train one group of members for ``schedule.num_steps`` steps (resuming from a checkpoint)
+    with the engine's loop, ``redundax.train.loop.train`` (stacked members when vectorised).
 
     Args:
       program: what each member trains.
@@ -524,10 +552,11 @@ def train_group(
       schedule: steps, epochs, evaluation and checkpoint cadence.
       checkpoint_dir: this group's ``Checkpointer`` directory (None: no checkpoints, no SIGTERM
         save); ``config`` is recorded there and a checkpoint of another config is refused.
-      log_dir: this group's ``metrics.Writer`` directory (``metrics.jsonl``, TensorBoard): one
-        record per member and evaluation, named ``<member tag>/<metric>``.
+      log_dir: this group's ``metrics.Writer`` directory (``metrics.jsonl``, TensorBoard):
+        ``<member tag>/train/<metric>`` means since the previous evaluation, then
+        ``<member tag>/val/<metric>``, ``/epoch``, ``/time``, at every evaluation.
       on_eval: called with (member, record) after every evaluation.
-      bar: a progress bar (``update(n)``), optional.
+      progress: the loop's progress bar (None: when stdout is a terminal).
 
     Returns:
       The final state (stacked when vectorised, padding included) and each member's evaluation
@@ -548,8 +577,7 @@ def train_group(
     )
     iterator = data()
     histories: list[list[dict]] = [[] for _ in members]
-    start, count, sums = 0, 0, None
-    ckpt = None
+    start, ckpt = 0, None
     if checkpoint_dir is not None:
         every = schedule.checkpoint_every or schedule.num_steps
         ckpt = checkpoint_lib.Checkpointer(
@@ -559,60 +587,28 @@ def train_group(
     if resumed:
         state = ckpt.restore(state, iterator)
         meta = ckpt.restore_meta()
-        start, count, histories = int(meta["step"]), int(meta["count"]), meta["histories"]
-        if meta["sums"] is not None:
-            sums = place(
-                jax.tree.map(lambda x: np.asarray(x, np.float32), meta["sums"]), layout.replicated
-            )
+        start, histories = int(meta["step"]), meta["histories"]
         log.info("Resumed %d member(s) at step %d from %s", len(members), start, checkpoint_dir)
     writer = None
     if log_dir is not None:  # a resumed group rewrites its records after `start`: drop them
         writer = metrics_lib.Writer(log_dir, resume_step=start if resumed else -1)
-    if bar is not None and start:
-        bar.update(start * len(members))
+    recorder = _Histories(members, histories, writer, on_eval, stacked=layout.vectorize)
     t0 = time.perf_counter()
 
-    def evaluate(step: int, train: list[dict] | None) -> None:
+    def evaluate(state: Any) -> dict[str, float]:
         val = evaluate_members(
             program, layout, state, values, eval_batches, batch_size=eval_batch_size
         )
-        for k, m in enumerate(members):
-            if train:  # divergence: the per-member training means fetched here must be finite
-                failures.check_finite_metrics(
-                    step,
-                    train[k],
-                    where=f"sweep member {m.tag}",
-                    hint=f"Likely cause: the penalty strength ({m.name} = {m.value:g}) or the "
-                    "learning rate is too large for this member; drop it from the grid or lower "
-                    "the learning rate, in a new --workdir.",
-                )
-            record = {
-                "step": step,
-                "epoch": step / schedule.steps_per_epoch,
-                **({f"train/{n}": float(v) for n, v in train[k].items()} if train else {}),
-                **{f"val/{n}": float(v) for n, v in val[k].items()},
-                "time": time.perf_counter() - t0,
-            }
-            histories[k].append(record)
-            if writer is not None:
-                writer.write(step, {f"{m.tag}/{n}": v for n, v in record.items() if n != "step"})
-            if on_eval is not None:
-                on_eval(m, record)
-
-    def save(step: int) -> None:
-        if not failures.tree_is_finite(state.params):  # never save a diverged state
-            raise failures.Diverged(
-                f"training diverged before step {step}: the parameters of a sweep member hold "
-                f"NaN or Inf values (not saved). {failures.DIVERGENCE_HINT}"
-            )
-        if writer is not None:
-            writer.flush()
-        meta = {
-            "count": count,
-            "histories": copy.deepcopy(histories),
-            "sums": None if sums is None else _host_list(sums),
+        step = int(np.asarray(mesh_lib.to_host(state.step)).reshape(-1)[0])
+        return {
+            f"{m.tag}/{name}": value
+            for m, v in zip(members, val, strict=True)
+            for name, value in [
+                ("epoch", step / schedule.steps_per_epoch),
+                *((f"val/{n}", x) for n, x in v.items()),
+                ("time", time.perf_counter() - t0),
+            ]
         }
-        ckpt.save(step, state, iterator, force=True, meta=meta)
 
     with contextlib.ExitStack() as stack_:
         if ckpt is not None:
@@ -620,24 +616,26 @@ def train_group(
         if writer is not None:
             stack_.enter_context(writer)
         if start == 0:
-            evaluate(0, None)  # the initialisation
-        for step in range(start + 1, schedule.num_steps + 1):
-            state, metrics = step_fn(state, values, layout.batch(next(iterator)))
-            sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
-            count += 1
-            if bar is not None:
-                bar.update(len(members))
-            if schedule.is_eval(step):
-                means = layout.take(jax.tree.map(lambda s, c=count: s / c, sums))
-                evaluate(step, means)
-                sums, count = None, 0
-            stop = ckpt is not None and ckpt.should_stop(step)
-            if ckpt is not None and (stop or schedule.is_checkpoint(step)):
-                save(step)
-            if stop:
-                ckpt.wait()
-                failures.note_preempted()
-                raise failures.Preempted(f"SIGTERM: checkpoint saved at step {step}.")
+            recorder.write(0, evaluate(state))  # the initialisation
+        state = loop_lib.train(
+            state,
+            lambda state, batch: step_fn(state, values, batch),
+            iterator,
+            num_steps=schedule.num_steps,
+            mesh=layout.mesh,
+            writer=recorder,
+            checkpointer=ckpt,
+            eval_fn=evaluate,
+            eval_every=schedule.is_eval,
+            log_every=schedule.is_eval,
+            progress=progress,
+            desc="sweep",
+            members=[m.tag for m in members] if layout.vectorize else None,
+            checkpoint_meta=lambda: {"histories": copy.deepcopy(histories)},
+        )
+        step = int(np.asarray(mesh_lib.to_host(state.step)).reshape(-1)[0])
+        if step < schedule.num_steps:
+            raise failures.Preempted(f"SIGTERM: checkpoint saved at step {step}.")
     return state, histories
 
 
@@ -679,42 +677,36 @@ def run_sweep(
         log.info("All %d member(s) already trained: the sweep is complete.", len(members))
     groups = [list(pending)] if vectorize else [[m] for m in pending]
     groups = [g for g in groups if g]
-    total_steps = group_kwargs["schedule"].num_steps
-    bar = SweepProgress(len(pending) * total_steps, bar=progress) if pending else None
     t0 = time.perf_counter()
-    try:
-        for i, group in enumerate(groups, 1):
-            log.info("sweep group %d/%d: %s", i, len(groups), ", ".join(m.tag for m in group))
-            layout = Layout(len(group), vectorize=vectorize, mesh=mesh, member_chunk=member_chunk)
-            ids = [m.tag for m in group]
-            name = group[0].tag if len(group) == 1 else "group-" + fingerprint(ids)
-            g0 = time.perf_counter()
-            state, histories = train_group(
-                program,
-                group,
-                layout,
-                checkpoint_dir=None
-                if checkpoint_root is None
-                else pathlib.Path(checkpoint_root) / name,
-                log_dir=None if log_root is None else pathlib.Path(log_root) / name,
-                bar=bar,
-                **group_kwargs,
-            )
-            finals = program.finish(layout, state, group)
-            group_info = {
-                "id": fingerprint(ids),
-                "size": len(group),
-                "vectorize": vectorize,
-                "seconds": time.perf_counter() - g0,
-            }
-            for m, history, final in zip(group, histories, finals, strict=True):
-                result = {"value": m.value, "seed": m.seed, "history": history, **final}
-                store.save(m, {**result, "group": group_info})
-            if jax.process_count() > 1:  # every process reads the stored results
-                multihost_utils.sync_global_devices(f"sweep group {name}")
-    finally:
-        if bar is not None:
-            bar.close()
+    for i, group in enumerate(groups, 1):
+        log.info("sweep group %d/%d: %s", i, len(groups), ", ".join(m.tag for m in group))
+        layout = Layout(len(group), vectorize=vectorize, mesh=mesh, member_chunk=member_chunk)
+        ids = [m.tag for m in group]
+        name = group[0].tag if len(group) == 1 else "group-" + fingerprint(ids)
+        g0 = time.perf_counter()
+        state, histories = train_group(
+            program,
+            group,
+            layout,
+            checkpoint_dir=None
+            if checkpoint_root is None
+            else pathlib.Path(checkpoint_root) / name,
+            log_dir=None if log_root is None else pathlib.Path(log_root) / name,
+            progress=progress,
+            **group_kwargs,
+        )
+        finals = program.finish(layout, state, group)
+        group_info = {
+            "id": fingerprint(ids),
+            "size": len(group),
+            "vectorize": vectorize,
+            "seconds": time.perf_counter() - g0,
+        }
+        for m, history, final in zip(group, histories, finals, strict=True):
+            result = {"value": m.value, "seed": m.seed, "history": history, **final}
+            store.save(m, {**result, "group": group_info})
+        if jax.process_count() > 1:  # every process reads the stored results
+            multihost_utils.sync_global_devices(f"sweep group {name}")
     elapsed = time.perf_counter() - t0
     return {m.tag: store.load(m) for m in members}, elapsed
 
@@ -727,7 +719,6 @@ __all__ = [
     "Program",
     "ResultStore",
     "Schedule",
-    "SweepProgress",
     "check_chunk",
     "evaluate_members",
     "fingerprint",

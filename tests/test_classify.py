@@ -17,10 +17,8 @@ device:
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -34,6 +32,7 @@ import redundax.data as rd
 from configs import classify as classify_config
 from experiments import classify
 from redundax.train import checkpoint, metrics
+from tests import processes
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tests" / "scripts" / "classify_run.py"
@@ -58,9 +57,7 @@ def data_dir(tmp_path_factory):
 
 
 def _env(data_dir, **extra) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_NUM_CPU")}
-    env.update({"REDUNDAX_DATA_DIR": str(data_dir), "PYTHONPATH": str(ROOT)}, **extra)
-    return env
+    return processes.experiment_env(REDUNDAX_DATA_DIR=str(data_dir), **extra)
 
 
 _RUNNING: list[subprocess.Popen] = []
@@ -185,23 +182,16 @@ def test_sharded_over_8_devices_equals_one_device(reference, data_dir, tmp_path)
     _assert_states_close(sharded, ref, rtol=2e-4, atol=2e-5)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_processes_agree_survive_preemption_and_write_metrics_once(
     reference, data_dir, tmp_path
 ):
     def launch_pair(script_args):
-        port = _free_port()
+        port = processes.free_port()
         return [
             _launch(tmp_path, data_dir, script_args=script_args,
                     extra_flags=["--config.checkpoint.every_steps=100",  # only the stop and final saves
-                                 f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
-                                 f"--process_id={i}"])
+                                 *processes.distributed(port, 2, i)])
             for i in range(2)
         ]  # fmt: skip
 

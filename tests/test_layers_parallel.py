@@ -20,17 +20,15 @@ batches.
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import signal
-import socket
 import subprocess
-import sys
 import time
 
 import pytest
 
 from redundax.models import hf_loader
+from tests import processes
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FLAGS = [f"--config={ROOT / 'configs' / 'layers.py'}:smoke", "--config.run.progress=false"]
@@ -45,31 +43,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(MISSING is not None, reason=s
 
 
 def _launch(workdir, extra_flags=(), **env) -> subprocess.Popen:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("JAX_NUM_CPU")}
-    environ.update({"PYTHONPATH": str(ROOT)}, **env)
-    return subprocess.Popen(
-        [sys.executable, "-m", "experiments.layers", *FLAGS, *extra_flags, f"--workdir={workdir}"],
-        cwd=ROOT, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+    args = ["-m", "experiments.layers", *FLAGS, *extra_flags, f"--workdir={workdir}"]
+    return processes.launch(args, **env)
 
 
-def _finish(procs: list[subprocess.Popen], expected_rc: int = 0, timeout: float = 600) -> list:
-    try:
-        outs = [p.communicate(timeout=timeout)[0] for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.communicate()
-    for p, out in zip(procs, outs, strict=True):
-        assert p.returncode == expected_rc, out[-4000:]
-    return outs
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+_finish = processes.finish
 
 
 def _results(workdir: pathlib.Path) -> dict:
@@ -107,9 +85,8 @@ def test_eight_devices_equal_one_device(reference, tmp_path):
 
 
 def test_two_processes_equal_one_process(reference, tmp_path):
-    port = _free_port()
-    dist = [f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2"]
-    procs = [_launch(tmp_path, [*dist, f"--process_id={i}"]) for i in range(2)]
+    port = processes.free_port()
+    procs = [_launch(tmp_path, processes.distributed(port, 2, i)) for i in range(2)]
     _finish(procs)
     assert _results(tmp_path)["processes"] == 2
     _assert_close(_results(tmp_path), _results(reference), rtol=1e-5)

@@ -22,16 +22,14 @@ over 360 test digits, so it may move by one example (1/360).
 from __future__ import annotations
 
 import json
-import os
 import pathlib
-import socket
 import subprocess
-import sys
 
 import jax
 import pytest
 
 from redundax.train import checkpoint
+from tests import processes
 from tests.test_mae_sweep import assert_params_close
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -45,39 +43,14 @@ FLAGS = [
 ONE_EXAMPLE = 1 / 360 + 1e-9
 
 
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_NUM_CPU")}
-    env.update({"PYTHONPATH": str(ROOT)}, **extra)
-    return env
-
-
 def _launch(workdir, extra_flags=(), **env) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "experiments.mae", *FLAGS, *extra_flags, f"--workdir={workdir}"],
-        cwd=ROOT,
-        env=_env(**env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    return processes.launch(
+        ["-m", "experiments.mae", *FLAGS, *extra_flags, f"--workdir={workdir}"], **env
     )
 
 
-def _finish(procs: list[subprocess.Popen], timeout: float = 900) -> None:
-    try:
-        outs = [p.communicate(timeout=timeout)[0] for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.communicate()
-    for p, out in zip(procs, outs, strict=True):
-        assert p.returncode == 0, out[-4000:]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _finish(procs: list[subprocess.Popen]) -> None:
+    processes.finish(procs, timeout=900)
 
 
 @pytest.fixture(scope="module")
@@ -119,14 +92,8 @@ def test_eight_devices_equal_one_device(reference, tmp_path):
 
 @pytest.mark.slow
 def test_two_processes_equal_one_process(reference, tmp_path):
-    port = _free_port()
-    procs = [
-        _launch(
-            tmp_path,
-            [f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}"],
-        )
-        for i in range(2)
-    ]
+    port = processes.free_port()
+    procs = [_launch(tmp_path, processes.distributed(port, 2, i)) for i in range(2)]
     _finish(procs)
     assert _results(tmp_path)["processes"] == 2
     _assert_same_run(tmp_path, reference)

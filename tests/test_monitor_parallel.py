@@ -10,15 +10,12 @@ far below the differences between layers (0.1-0.5), and the test accuracy to one
 from __future__ import annotations
 
 import json
-import os
 import pathlib
-import socket
-import subprocess
-import sys
 
 import pytest
 
 from redundax import data as rd
+from tests import processes
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FLAGS = ["--config.train.steps=22", "--config.monitor.every_steps=11"]
@@ -31,40 +28,15 @@ def data_dir(tmp_path_factory):
     return directory
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _run(workdir, data_dir, *, devices: int = 1, processes: int = 1) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_NUM_CPU")}
-    env.update(
-        REDUNDAX_DATA_DIR=str(data_dir), PYTHONPATH=str(ROOT), JAX_NUM_CPU_DEVICES=str(devices)
-    )
-    base = [sys.executable, "-m", "experiments.monitor", "--config=configs/monitor.py:smoke"]
+def _run(workdir, data_dir, *, devices: int = 1, process_count: int = 1) -> dict:
+    base = ["-m", "experiments.monitor", "--config=configs/monitor.py:smoke"]
     base += [*FLAGS, f"--workdir={workdir}"]
-    if processes == 1:
-        commands = [base]
-    else:
-        port = _free_port()
-        commands = [
-            [*base, f"--coordinator_address=127.0.0.1:{port}", f"--num_processes={processes}",
-             f"--process_id={i}"]
-            for i in range(processes)
-        ]  # fmt: skip
-    procs = [
-        subprocess.Popen(c, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        for c in commands
-    ]
-    try:
-        outputs = [p.communicate(timeout=400)[0].decode() for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for p, out in zip(procs, outputs, strict=True):
-        assert p.returncode == 0, out[-3000:]
+    port = processes.free_port()
+    commands = [base] if process_count == 1 else [
+        [*base, *processes.distributed(port, process_count, i)] for i in range(process_count)
+    ]  # fmt: skip
+    env = {"REDUNDAX_DATA_DIR": str(data_dir), "JAX_NUM_CPU_DEVICES": str(devices)}
+    processes.finish([processes.launch(c, **env) for c in commands], timeout=400)
     return json.loads((pathlib.Path(workdir) / "results.json").read_text())
 
 
@@ -87,6 +59,6 @@ def test_monitor_smoke_on_8_devices_and_2_processes_equals_1_device(data_dir, tm
     sharded = _run(tmp_path / "eight", data_dir, devices=8)
     assert sharded["classify"]["devices"] == 8
     _assert_same_results(sharded, ref)
-    multi = _run(tmp_path / "two", data_dir, processes=2)
+    multi = _run(tmp_path / "two", data_dir, process_count=2)
     assert multi["classify"]["processes"] == 2
     _assert_same_results(multi, ref)

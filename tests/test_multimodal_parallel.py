@@ -18,17 +18,15 @@ every entry is identical.
 from __future__ import annotations
 
 import json
-import os
 import pathlib
-import socket
 import subprocess
-import sys
 
 import jax
 import numpy as np
 import pytest
 
 from redundax.train import checkpoint
+from tests import processes
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 METHODS = ("ogm_ge", "redreg")
@@ -41,40 +39,12 @@ FLAGS = [
 ONE_EXAMPLE = 1 / 360 + 1e-9  # a test accuracy moves in steps of one example of 360
 
 
-def _env(data_dir: pathlib.Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_NUM_CPU")}
-    env.update({"REDUNDAX_DATA_DIR": str(data_dir), "PYTHONPATH": str(ROOT)}, **extra)
-    return env
-
-
 def _launch(workdir, data_dir, extra_flags=(), **env) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "experiments.multimodal", *FLAGS, *extra_flags]
-    return subprocess.Popen(
-        [*cmd, f"--workdir={workdir}"],
-        cwd=ROOT,
-        env=_env(data_dir, **env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    args = ["-m", "experiments.multimodal", *FLAGS, *extra_flags, f"--workdir={workdir}"]
+    return processes.launch(args, REDUNDAX_DATA_DIR=str(data_dir), **env)
 
 
-def _finish(procs: list[subprocess.Popen], timeout: float = 600) -> None:
-    try:
-        outs = [p.communicate(timeout=timeout)[0] for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.communicate()
-    for p, out in zip(procs, outs, strict=True):
-        assert p.returncode == 0, out[-4000:]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+_finish = processes.finish
 
 
 @pytest.fixture(scope="module")
@@ -120,15 +90,8 @@ def test_eight_devices_equal_one_device(reference, data_dir, tmp_path):
 
 @pytest.mark.slow
 def test_two_processes_equal_one_process(reference, data_dir, tmp_path):
-    port = _free_port()
-    procs = [
-        _launch(
-            tmp_path,
-            data_dir,
-            [f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}"],
-        )
-        for i in range(2)
-    ]
+    port = processes.free_port()
+    procs = [_launch(tmp_path, data_dir, processes.distributed(port, 2, i)) for i in range(2)]
     _finish(procs)
     assert _results(tmp_path)["processes"] == 2
     _assert_same_run(tmp_path, reference)

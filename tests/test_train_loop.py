@@ -8,7 +8,7 @@ import optax
 import pytest
 from flax import nnx
 
-from redundax.train import checkpoint, loop, metrics, step
+from redundax.train import checkpoint, failures, loop, metrics, step
 from redundax.train import mesh as mesh_lib
 from redundax.train import state as state_lib
 
@@ -118,3 +118,97 @@ def test_evaluate_equals_the_numpy_mean_whatever_the_batch_size(batch_size):
     w, b = np.asarray(model.kernel[...]), np.asarray(model.bias[...])
     expected = np.mean(np.sum((arrays["x"] @ w + b - arrays["y"]) ** 2, -1))
     assert got == pytest.approx({"sq": float(expected)}, rel=1e-5)
+
+
+def _stacked_step(state, batch):
+    """Two stacked members, each fitting w_k to (k + 1) times the batch mean of x."""
+    target = batch["x"].mean() * jnp.arange(1.0, 3.0)
+    loss = (state["w"] - target) ** 2
+    new = {"w": state["w"] - 0.5 * 2 * (state["w"] - target), "step": state["step"] + 1}
+    return new, {"loss": loss, "grad_norm": jnp.abs(2 * (state["w"] - target))}
+
+
+class _Stacked:
+    """A minimal stacked state: `step` and `params` as the loop reads them."""
+
+    def __init__(self, tree):
+        self.tree = tree
+
+    @property
+    def step(self):
+        return self.tree["step"]
+
+
+def test_stacked_members_log_each_member_mean_at_step_predicates(tmp_path):
+    mesh = mesh_lib.make_data_mesh()
+    batches = list(_batches(6))
+    losses = []
+
+    def train_step(s, batch):
+        tree, m = _stacked_step(s.tree, batch)
+        losses.append(np.asarray(m["loss"]))
+        return _Stacked(tree), m
+
+    state = _Stacked({"w": jnp.zeros(2), "step": jnp.zeros(2, jnp.int32)})
+    with metrics.Writer(tmp_path, tensorboard=False) as writer:
+        state = loop.train(state, train_step, iter(batches), num_steps=6, mesh=mesh,
+                           writer=writer, log_every=lambda s: s in (2, 5), progress=False,
+                           members=["a", "b"])  # fmt: skip
+    records = metrics.read_jsonl(tmp_path / metrics.METRICS_FILE)
+    assert [r["step"] for r in records] == [2, 5, 6]  # the predicate's steps and the end
+    losses = np.stack(losses)  # (steps, members)
+    for r, (lo, hi) in zip(records, [(0, 2), (2, 5), (5, 6)], strict=True):
+        for k, tag in enumerate("ab"):
+            assert r[f"{tag}/train/loss"] == pytest.approx(losses[lo:hi, k].mean(), rel=1e-6)
+    assert np.asarray(state.step).tolist() == [6, 6]
+
+
+def test_stacked_member_divergence_names_the_member(tmp_path):
+    mesh = mesh_lib.make_data_mesh()
+
+    def train_step(s, batch):
+        tree, m = _stacked_step(s.tree, batch)
+        m["loss"] = m["loss"].at[1].set(jnp.nan)
+        return _Stacked(tree), m
+
+    state = _Stacked({"w": jnp.zeros(2), "step": jnp.zeros(2, jnp.int32)})
+    with pytest.raises(failures.Diverged, match=r"step 1 \(member b\): loss=nan"):
+        loop.train(state, train_step, _batches(3), num_steps=3, mesh=mesh, log_every=1,
+                   progress=False, members=["a", "b"])  # fmt: skip
+
+
+def test_logged_means_survive_a_checkpoint_mid_interval(tmp_path):
+    """A run resumed from a checkpoint taken between two logs logs the same means as an
+    uninterrupted run: the checkpoint keeps the step metrics since the last log."""
+    _, ref = _run(tmp_path / "ref", log_every=4, steps=8)
+    tx = optax.sgd(0.05)
+    mesh = mesh_lib.make_data_mesh()
+    init = state_lib.create(nnx.Linear(3, 1, rngs=nnx.Rngs(0)), tx, 0)
+    train_step = step.make_train_step(_loss, tx)
+
+    class StopAt6(checkpoint.Checkpointer):  # a preemption after step 6
+        def should_stop(self, step):
+            return step == 6
+
+    with metrics.Writer(tmp_path / "run", tensorboard=False) as writer:
+        with StopAt6(tmp_path / "ckpt", every=100) as ckpt:
+            state = loop.train(mesh_lib.replicate(init, mesh), train_step, _batches(8),
+                               num_steps=8, mesh=mesh, writer=writer, log_every=4,
+                               checkpointer=ckpt, progress=False)  # fmt: skip
+    assert int(state.step) == 6 and failures.was_preempted()
+    failures.reset_preempted()
+    stream = _batches(8)
+    for _ in range(6):
+        next(stream)
+    with metrics.Writer(tmp_path / "run", tensorboard=False, resume_step=6) as writer:
+        with checkpoint.Checkpointer(tmp_path / "ckpt", every=100) as ckpt:
+            state = ckpt.restore(mesh_lib.replicate(init, mesh))
+            loop.train(state, train_step, stream, num_steps=8, mesh=mesh, writer=writer,
+                       log_every=4, checkpointer=ckpt, progress=False)  # fmt: skip
+    got = metrics.read_jsonl(tmp_path / "run" / metrics.METRICS_FILE)
+    assert [r["step"] for r in got] == [4, 8]
+    by_step = {r["step"]: r for r in got}
+    for s in (4, 8):
+        assert by_step[s]["train/loss"] == pytest.approx(
+            next(r for r in ref if r["step"] == s)["train/loss"], rel=1e-6
+        )

@@ -26,6 +26,14 @@ API:
   `every` steps and at the end, written as `<name>/<key>` (e.g. `redundax.monitor.evaluator`
   on a fixed held-out stream: `monitor/<layer>/<metric>`); their time is excluded from the
   throughput like `eval_fn`'s.
+  `log_every`, `eval_every` and `Evaluator.every` are a step interval or a function
+  `step -> bool` (e.g. "at every epoch end").
+  Stacked members (`members=[name, ...]`, e.g. a sweep's vmapped step, `redundax.sweep`): every
+  metric carries a leading member axis (padding past `len(members)` ignored); the loop checks
+  divergence per member (naming it) and writes `<member>/train/<metric>`; the bar shows the
+  means over members.
+  Resume: each checkpoint's meta keeps the step metrics since the last log (and whatever
+  `checkpoint_meta()` returns), so a resumed run logs the same means as an uninterrupted one.
 - `evaluate(eval_step, state, arrays, *, batch_size, mesh) -> dict[str, float]`: means of the
   metrics of `redundax.train.step.make_eval_step` over whole in-memory arrays (identical on
   every process, e.g. `redundax.data.load_arrays`), in fixed-size padded batches (one
@@ -38,7 +46,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -55,45 +63,106 @@ from redundax.train.metrics import Writer, batch_fingerprint
 from redundax.train.progress import Progress
 from redundax.train.state import TrainState
 
+PENDING_META = "pending_metrics"  # checkpoint meta: the step metrics since the last log
 
-def _mean_metrics(host: list[dict[str, Any]]) -> dict[str, float]:
-    """Means over the steps of a logging interval; skipped (non-finite) steps are left out."""
+
+def _member_means(means: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Means over members, for the progress display."""
+    return {k: np.mean(v) for k, v in means.items()}
+
+
+def _mean_metrics(host: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """Means over the steps of a logging interval (per member, when metrics have a member
+    axis); skipped (non-finite) steps are left out."""
     out = {}
     for name in host[0]:
         values = np.asarray([m[name] for m in host], np.float64)
-        finite = values[np.isfinite(values)]
-        out[name] = float(np.mean(finite if finite.size else values))
+        finite = np.isfinite(values)
+        count = finite.sum(0)
+        kept = np.where(finite, values, 0.0).sum(0) / np.maximum(count, 1)
+        out[name] = np.where(count > 0, kept, values.mean(0))
     return out
 
 
-def _check_divergence(pending: list[dict[str, Any]], first_step: int) -> list[dict[str, Any]]:
+def _per_member(metrics: Mapping[str, Any], members: Sequence[str] | None):
+    """`[(where, metrics)]`: the step's metrics whole, or one entry per member."""
+    if members is None:
+        return [("", metrics)]
+    return [
+        (f"member {tag}", {k: np.asarray(v)[i] for k, v in metrics.items()})
+        for i, tag in enumerate(members)
+    ]
+
+
+def _check_divergence(
+    pending: list[dict[str, Any]], first_step: int, members: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
     """Host copies of `pending`; `Diverged` at the first step with a non-finite loss or gradient
-    norm, unless the train step skipped that update (its `skipped` metric is 1)."""
+    norm (of any member), unless the train step skipped that update (its `skipped` metric is 1)."""
     host = mesh_lib.to_host(pending)
-    for i, m in enumerate(host):
-        if float(m.get(step_lib.SKIPPED, 0.0)) > 0:
-            logging.warning(
-                "step %d: non-finite loss or gradient, update skipped (%s)",
-                first_step + i,
-                ", ".join(f"{k}={v}" for k, v in failures.nonfinite_metrics(m).items()),
-            )
-            continue
-        failures.check_finite_metrics(first_step + i, m)
+    for i, step_metrics in enumerate(host):
+        for where, m in _per_member(step_metrics, members):
+            if float(m.get(step_lib.SKIPPED, 0.0)) > 0:
+                logging.warning(
+                    "step %d%s: non-finite loss or gradient, update skipped (%s)",
+                    first_step + i,
+                    f" ({where})" if where else "",
+                    ", ".join(f"{k}={v}" for k, v in failures.nonfinite_metrics(m).items()),
+                )
+                continue
+            failures.check_finite_metrics(first_step + i, m, where=where)
     return host
+
+
+def _log_record(means: Mapping[str, np.ndarray], members: Sequence[str] | None) -> dict:
+    """`train/<metric>` means, or `<member>/train/<metric>` for each member."""
+    if members is None:
+        return {f"train/{k}": float(v) for k, v in means.items()}
+    return {
+        f"{tag}/train/{k}": float(v[i]) for i, tag in enumerate(members) for k, v in means.items()
+    }
+
+
+def _due(every: int | Callable[[int], bool], step: int) -> bool:
+    return every(step) if callable(every) else bool(every) and step % every == 0
+
+
+def _check_every(name: str, every: Any, minimum: int) -> None:
+    if not callable(every) and (not isinstance(every, int) or every < minimum):
+        raise ValueError(
+            f"`{name}` must be an int >= {minimum} (steps) or a function step -> bool; "
+            f"got {every!r}."
+        )
+
+
+def _host_step(state: TrainState) -> int:
+    """The step of `state` (of its first member when states are stacked)."""
+    return int(np.asarray(mesh_lib.to_host(state.step)).reshape(-1)[0])
+
+
+def _restore_pending(checkpointer: Checkpointer | None, step: int) -> list[dict[str, Any]]:
+    """The step metrics since the last log that the checkpoint of `step` kept, so a resumed
+    run logs the same means as an uninterrupted one."""
+    if checkpointer is None or step == 0:
+        return []
+    meta = checkpointer.restore_meta() or {}
+    if int(meta.get("step", -1)) != step:
+        return []
+    return [{k: np.asarray(v) for k, v in m.items()} for m in meta.get(PENDING_META, [])]
 
 
 @dataclasses.dataclass(frozen=True)
 class Evaluator:
-    """A named periodic evaluation: `fn(state) -> {key: float}` every `every` steps and at the end."""
+    """A named periodic evaluation: `fn(state) -> {key: float}` every `every` steps (or at the
+    steps where `every(step)` is true) and at the end."""
 
     fn: Callable[[TrainState], Mapping[str, float]]
-    every: int
+    every: int | Callable[[int], bool]
 
     def __post_init__(self):
         if not callable(self.fn):
             raise ValueError("`Evaluator.fn` must be callable as fn(state) -> {key: float}.")
-        if not isinstance(self.every, int) or self.every < 1:
-            raise ValueError(f"`Evaluator.every` must be an int >= 1 (steps); got {self.every!r}.")
+        _check_every("Evaluator.every", self.every, 1)
 
 
 def _run_evaluators(
@@ -103,7 +172,7 @@ def _run_evaluators(
     return {
         f"{name}/{key}": float(value)
         for name, ev in evaluators.items()
-        if step % ev.every == 0 or last
+        if _due(ev.every, step) or last
         for key, value in ev.fn(state).items()
     }
 
@@ -118,19 +187,23 @@ def train(
     writer: Writer | None = None,
     checkpointer: Checkpointer | None = None,
     eval_fn: Callable[[TrainState], Mapping[str, float]] | None = None,
-    eval_every: int = 0,
-    log_every: int = 50,
+    eval_every: int | Callable[[int], bool] = 0,
+    log_every: int | Callable[[int], bool] = 50,
     progress: bool | None = None,
     log_batches: bool = False,
     evaluators: Mapping[str, Evaluator] | None = None,
     desc: str = "train",
+    members: Sequence[str] | None = None,
+    checkpoint_meta: Callable[[], Mapping[str, Any]] | None = None,
 ) -> TrainState:
     """Train until `num_steps` (or a preemption); see the module docstring."""
     if not isinstance(num_steps, int) or num_steps < 0:
         raise ValueError(f"`num_steps` must be a non-negative int; got {num_steps!r}.")
-    if not isinstance(log_every, int) or log_every < 1:
-        raise ValueError(f"`log_every` must be an int >= 1; got {log_every!r}.")
-    step = int(mesh_lib.to_host(state.step))
+    _check_every("log_every", log_every, 1)
+    _check_every("eval_every", eval_every, 0)
+    if members is not None and (isinstance(members, str) or not len(members)):
+        raise ValueError(f"`members` must be a non-empty sequence of names; got {members!r}.")
+    step = _host_step(state)
     data_iter = batches if hasattr(batches, "get_state") and hasattr(batches, "set_state") else None
     if checkpointer is not None and data_iter is None:
         logging.warning(
@@ -139,7 +212,7 @@ def train(
             "(redundax.data.make_iterator) to resume exactly.",
             type(batches).__name__,
         )
-    pending: list[dict[str, jax.Array]] = []
+    pending: list[dict[str, Any]] = _restore_pending(checkpointer, step)
     timer_start, timed_steps, examples = None, 0, 0
     if step >= num_steps and num_steps > 0:
         logging.info("Training already complete (step %d of %d): no step to run.", step, num_steps)
@@ -163,27 +236,30 @@ def train(
             last = step == num_steps
 
             # ---------------------------------------------------------------- logging
-            if step % log_every == 0 or last:
-                host = _check_divergence(pending, step - len(pending) + 1)
-                record = {f"train/{k}": v for k, v in _mean_metrics(host).items()}
+            if _due(log_every, step) or last:
+                host = _check_divergence(pending, step - len(pending) + 1, members)
+                means = _mean_metrics(host)
+                record = _log_record(means, members)
+                shown = record if members is None else _log_record(_member_means(means), None)
                 elapsed = time.perf_counter() - timer_start
                 if timed_steps and elapsed > 0:
                     record["examples_per_sec"] = examples / elapsed
                     record["steps_per_sec"] = timed_steps / elapsed
+                    shown |= {k: record[k] for k in ("examples_per_sec", "steps_per_sec")}
                 if writer is not None:
                     writer.write(step, record)
-                bar.update(step, record)
+                bar.update(step, shown)
                 pending = []
                 timer_start, timed_steps, examples = time.perf_counter(), 0, 0
             else:
                 bar.update(step)
 
             # ---------------------------------------------------------------- evaluation
-            due = eval_fn is not None and ((eval_every and step % eval_every == 0) or last)
+            due = eval_fn is not None and (_due(eval_every, step) or last)
             if due or evaluators:
                 paused = time.perf_counter()
                 results = dict(eval_fn(state)) if due else {}
-                if due:
+                if due and members is None:
                     bar.update(step, results)
                 results.update(_run_evaluators(evaluators or {}, state, step, last))
                 if writer is not None and results:
@@ -196,13 +272,19 @@ def train(
                 stop = checkpointer.should_stop(step)
                 if stop or last or step % checkpointer.every == 0:
                     # never save a diverged state over the last good checkpoint
-                    _check_divergence(pending, step - len(pending) + 1)
+                    host = _check_divergence(pending, step - len(pending) + 1, members)
                     if not failures.tree_is_finite(state.params):
                         raise failures.Diverged(
                             f"training diverged before step {step}: the parameters hold NaN or "
                             f"Inf values (not saved). {failures.DIVERGENCE_HINT}"
                         )
-                checkpointer.save(step, state, data_iter, force=stop or last)
+                    meta = {
+                        **(checkpoint_meta() if checkpoint_meta is not None else {}),
+                        PENDING_META: [
+                            {k: np.asarray(v).tolist() for k, v in m.items()} for m in host
+                        ],
+                    }
+                    checkpointer.save(step, state, data_iter, force=stop or last, meta=meta)
                 timer_start += time.perf_counter() - paused
                 if stop:
                     checkpointer.wait()

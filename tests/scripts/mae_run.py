@@ -2,7 +2,7 @@
 
     python tests/scripts/mae_run.py --signal TERM|KILL --at_step N -- [experiment flags...]
 
-Counts the batches a member group places on the mesh (one per train step): before step N + 1
+Counts the batches the training loop of a member group places on the mesh (one per train step): before step N + 1
 runs, TERM sends the process SIGTERM (the group's Checkpointer saves at step N + 1 and the run
 exits 143); KILL waits until a group checkpoint is finished and sends SIGKILL (nothing saved; the
 steps and metric records after that checkpoint are lost and recomputed on the rerun).
@@ -16,10 +16,11 @@ import pathlib
 import signal
 import sys
 import time
+import types
 
 from experiments import mae
-from redundax import sweep
-from redundax.train import checkpoint
+from redundax.train import checkpoint, loop
+from redundax.train import mesh as mesh_lib
 
 
 def main() -> None:
@@ -30,11 +31,10 @@ def main() -> None:
     args = parser.parse_args(sys.argv[1:split])
     argv = sys.argv[split + 1 :]
     workdir = pathlib.Path(next(a.split("=", 1)[1] for a in argv if a.startswith("--workdir=")))
-    place, calls = sweep.Layout.batch, [0]
+    calls = [0]
 
-    def batch(self, local):
-        calls[0] += 1
-        if calls[0] == args.at_step + 1:
+    def signal_before(step: int) -> None:
+        if step == args.at_step + 1:
             if args.signal == "TERM":
                 os.kill(os.getpid(), signal.SIGTERM)
             else:
@@ -44,9 +44,17 @@ def main() -> None:
                 ):
                     time.sleep(0.05)
                 os.kill(os.getpid(), signal.SIGKILL)
-        return place(self, local)
 
-    sweep.Layout.batch = batch
+    def shard_batch(local, mesh):
+        calls[0] += 1
+        signal_before(calls[0])
+        return mesh_lib.shard_batch(local, mesh)
+
+    # the loop's view of the mesh module, with its batch placement counted
+    counted = types.ModuleType(mesh_lib.__name__)
+    counted.__dict__.update(vars(mesh_lib))
+    counted.shard_batch = shard_batch
+    loop.mesh_lib = counted
     sys.argv = [sys.argv[0], *argv]
     mae.main()
 
