@@ -51,7 +51,6 @@ import os
 import pathlib
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 
@@ -60,6 +59,7 @@ import pytest
 from configs.channels import get_config
 from experiments import channels as exp
 from redundax.train import checkpoint, failures
+from tests import processes
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tests" / "scripts" / "channels_run.py"
@@ -210,12 +210,6 @@ def _assert_close(got, ref, path=""):
         assert got == ref, path
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 SMOKE_FLAGS = [
     f"--config={ROOT / 'configs' / 'channels.py'}:smoke",
     # the smoke methods and Taylor (the one data-based score), sharded like the rest
@@ -242,22 +236,21 @@ def test_full_smoke_preset_on_eight_devices_and_two_processes_equals_one_device(
         data_dir = two / ckpt / "44" / "data"
         for i in range(2):
             shutil.copy(data_dir / "process_0-of-1.json", data_dir / f"process_{i}-of-2.json")
-    port = _free_port()
+    port = processes.free_port()
     runs = {
         eight: [_launch(eight, archs=SMOKE_ARCHS, flags=SMOKE_FLAGS, JAX_NUM_CPU_DEVICES="8")],
         two: [
-            _launch(two, archs=SMOKE_ARCHS, flags=SMOKE_FLAGS, extra_flags=[
-                f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
-                f"--process_id={i}"])
+            _launch(two, archs=SMOKE_ARCHS, flags=SMOKE_FLAGS,
+                    extra_flags=processes.distributed(port, 2, i))
             for i in range(2)
         ],
     }  # fmt: skip
     ref = _results(one)
     assert set(ref["archs"]) == {"ResNet-18", "VGG-16", "MobileNetV2"}
-    for workdir, (devices, processes) in ((eight, (8, 1)), (two, (2, 2))):
-        out = "".join([_finish(p, timeout=900) for p in runs[workdir]][:1])  # process 0's log
+    for workdir, (devices, procs) in ((eight, (8, 1)), (two, (2, 2))):
+        out, *_ = [_finish(p, timeout=900) for p in runs[workdir]]  # process 0's log
         saved = json.loads((workdir / "results.json").read_text())
-        assert (saved["devices"], saved["processes"]) == (devices, processes), out[-2000:]
+        assert (saved["devices"], saved["processes"]) == (devices, procs), out[-2000:]
         assert "vgg16/seed42 train step" in out  # VGG trains from scratch
         assert (
             "resnet18/seed42 train step" not in out and "mobilenetv2/seed42 train step" not in out
