@@ -2,12 +2,20 @@
 
     python benchmarks/mae_step.py                  # tiny (digits 8x8, patch 2) and small (CIFAR)
     python benchmarks/mae_step.py --sizes small --batch 256 --repeats 10
-    taskset -c 0 python benchmarks/mae_step.py     # both frameworks on one core
+    python benchmarks/mae_step.py --threads 1      # both frameworks on one core
 
-Measured in one run, on the same machine, batch and mask ratio (median of ``--repeats`` timed steps
-over rounds that visit one framework's cases in turn, so that load changes hit them alike; JAX first,
-then torch, so that neither's idle worker threads slow the other;
-every step is forward + backward + AdamW update):
+Measured in one run, on the same machine, batch and mask ratio. Every case gets ``--warmup``
+untimed steps, then ``--repeats`` rounds call every case once in turn, JAX and torch alternating
+(jax, torch, jax+R_spec, torch+R_spec, ...), so that a change in machine load hits both alike;
+before each timed step the process sleeps ``--gap`` seconds (untimed) so that the previous step's
+worker threads, which spin-wait before they sleep, have gone idle. Reported: the median step time
+of each case and, for each ratio, the median and interquartile range of the per-round ratios.
+``--threads N`` (default: every CPU the process may run on) restricts the process to N CPUs before
+JAX's CPU backend starts, which sizes XLA's thread pool, and sets ``torch.set_num_threads(N)``, so
+both frameworks run N threads. The JSON records the load average before each size and at the
+start and end: on a loaded machine the multi-threaded torch step (OpenMP barriers) slows far more
+than XLA's, so compare runs at the same load, or use ``--threads 1``. Every step is forward +
+backward + AdamW update:
 
   jax            redundax MAE step, plain reconstruction loss (``penalty=False``)
   jax+R_spec     the same step with eq. 2's penalty lambda * R_spec(Z) (lambda = 0.01)
