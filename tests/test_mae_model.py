@@ -16,7 +16,6 @@ from redundax.models import vit
 from redundax.models.mae import (
     MAE,
     SIZES,
-    gather_tokens,
     mae_config,
     masked_mse,
     num_kept,
@@ -133,34 +132,6 @@ def test_masking_keeps_exact_count_and_ids_restore_inverts(b, n, ratio, seed):
     xs = np.take_along_axis(np.asarray(x), shuffled[..., None], axis=1)
     back = np.take_along_axis(xs, ids_restore[..., None], axis=1)
     np.testing.assert_array_equal(back, np.asarray(x))
-
-
-@pytest.mark.parametrize("keep", [3, 7])  # a subset (encoder) and a full permutation (decoder)
-def test_gather_tokens_value_and_gradient_match_numpy(keep):
-    """The gradient of picking rows ``ids`` is the cotangent put back at those rows, zero
-    elsewhere: checked against a NumPy loop (and the forward against fancy indexing), in the two
-    uses of the model: kept patches (``ids_keep``, ``ids_restore``) and the decoder's unshuffle
-    (``ids_restore``, ``ids_shuffle``)."""
-    b, n, d = 2, 7, 3
-    x = jax.random.normal(jax.random.key(0), (b, n, d))
-    ids_shuffle = np.stack([np.random.default_rng(i).permutation(n) for i in range(b)])
-    ids_restore = np.argsort(ids_shuffle, axis=1)
-    ids, inverse = ids_shuffle[:, :keep], ids_restore
-    if keep == n:  # unshuffle: pick with ids_restore, its inverse is ids_shuffle
-        ids, inverse = ids_restore, ids_shuffle
-    w = np.asarray(jax.random.normal(jax.random.key(1), (b, keep, d)))
-    out, vjp = jax.vjp(lambda v: gather_tokens(v, jnp.asarray(ids), jnp.asarray(inverse)), x)
-    np.testing.assert_array_equal(np.asarray(out), np.asarray(x)[np.arange(b)[:, None], ids])
-    expected = np.zeros((b, n, d), np.float32)
-    for i in range(b):
-        for j in range(keep):
-            expected[i, ids[i, j]] += w[i, j]
-    np.testing.assert_array_equal(np.asarray(vjp(jnp.asarray(w))[0]), expected)
-    # under vmap (the vectorised sweep) too
-    stacked = jax.vmap(lambda v: gather_tokens(v, jnp.asarray(ids), jnp.asarray(inverse)))
-    np.testing.assert_array_equal(
-        np.asarray(stacked(jnp.stack([x, 2 * x]))[1]), 2 * np.asarray(out)
-    )
 
 
 def test_masking_rejects_bad_ratios():
