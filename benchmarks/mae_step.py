@@ -481,7 +481,9 @@ def main() -> None:
         if torch_version is not None:
             row["parity_rel_loss_diff"] = parity(cfg, 8)
             row["torch_ms"], row["torch_penalty_ms"] = med["torch"], med["torch_penalty"]
-            row["torch_penalty_overhead"] = med["torch_penalty"] / med["torch"]
+            tover = ratio_stats(times["torch_penalty"], times["torch"])
+            row["torch_penalty_overhead"] = tover["median"]
+            row["torch_penalty_overhead_iqr"] = [tover["q1"], tover["q3"]]
             for case, ref in (("torch", "jax"), ("torch_penalty", "jax_penalty")):
                 r = ratio_stats(times[case], times[ref])
                 key = "torch_over_jax" + ref.removeprefix("jax")
