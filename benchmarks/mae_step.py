@@ -2,12 +2,20 @@
 
     python benchmarks/mae_step.py                  # tiny (digits 8x8, patch 2) and small (CIFAR)
     python benchmarks/mae_step.py --sizes small --batch 256 --repeats 10
-    taskset -c 0 python benchmarks/mae_step.py     # both frameworks on one core
+    python benchmarks/mae_step.py --threads 1      # both frameworks on one core
 
-Measured in one run, on the same machine, batch and mask ratio (median of ``--repeats`` timed steps
-over rounds that visit one framework's cases in turn, so that load changes hit them alike; JAX first,
-then torch, so that neither's idle worker threads slow the other;
-every step is forward + backward + AdamW update):
+Measured in one run, on the same machine, batch and mask ratio. Every case gets ``--warmup``
+untimed steps, then ``--repeats`` rounds call every case once in turn, JAX and torch alternating
+(jax, torch, jax+R_spec, torch+R_spec, ...), so that a change in machine load hits both alike;
+before each timed step the process sleeps ``--gap`` seconds (untimed) so that the previous step's
+worker threads, which spin-wait before they sleep, have gone idle. Reported: the median step time
+of each case and, for each ratio, the median and interquartile range of the per-round ratios.
+``--threads N`` (default: every CPU the process may run on) restricts the process to N CPUs before
+JAX's CPU backend starts, which sizes XLA's thread pool, and sets ``torch.set_num_threads(N)``, so
+both frameworks run N threads. The JSON records the load average before each size and at the
+start and end: on a loaded machine the multi-threaded torch step (OpenMP barriers) slows far more
+than XLA's, so compare runs at the same load, or use ``--threads 1``. Every step is forward +
+backward + AdamW update:
 
   jax            redundax MAE step, plain reconstruction loss (``penalty=False``)
   jax+R_spec     the same step with eq. 2's penalty lambda * R_spec(Z) (lambda = 0.01)
@@ -78,6 +86,46 @@ def interleaved_medians(cases: dict, repeats: int, inner: int = 3) -> dict[str, 
                 fn()
             times[name].append((time.perf_counter() - t0) / inner)
     return {name: statistics.median(t) for name, t in times.items()}
+
+
+def round_robin(
+    cases: dict, repeats: int, warmup: int = 2, gap: float = 0.05
+) -> dict[str, list[float]]:
+    """Seconds of each timed call: ``warmup`` untimed calls per case, then ``repeats`` rounds that
+    call every case once in turn (A, B, A, B, ...), so that each round's calls see the same machine
+    load and round ``i``'s times form a pair. Before each timed call the process sleeps ``gap``
+    seconds (untimed), so the previous call's worker threads (OpenMP's and XLA's pools spin-wait
+    before they sleep) have gone idle and do not take cores from the next one."""
+    for fn in cases.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(repeats):
+        for name, fn in cases.items():
+            time.sleep(gap)
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def ratio_stats(num: list[float], den: list[float]) -> dict[str, float]:
+    """Median and interquartile range of the per-round ratios ``num[i] / den[i]``."""
+    ratios = np.asarray(num) / np.asarray(den)
+    q1, med, q3 = np.percentile(ratios, [25, 50, 75])
+    return {"median": float(med), "q1": float(q1), "q3": float(q3)}
+
+
+def use_threads(threads: int) -> int:
+    """Restrict this process to its first ``threads`` CPUs (XLA's CPU thread pool is sized by the
+    CPUs the process may run on when the backend starts) and give torch as many threads."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if not cpus:  # no affinity control (macOS): both frameworks use their defaults
+        return os.cpu_count() or 1
+    if threads <= 0 or threads > len(cpus):
+        raise ValueError(f"--threads must lie in [1, {len(cpus)}] (CPUs available); got {threads}.")
+    os.sched_setaffinity(0, cpus[:threads])
+    return threads
 
 
 # ------------------------------------------------------------------------------------ JAX side
@@ -349,18 +397,29 @@ def gpu_vit_base(batch: int, repeats: int) -> dict:
 
 
 # ------------------------------------------------------------------------------------ main
+def _row_line(size: str, case: str, ms: float, note: str = "") -> str:
+    return f"{size:6} {case:14} {ms:10.2f} {note:>34}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="tiny,small")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--gap", type=float, default=0.05, help="untimed sleep before each call (s)")
     ap.add_argument("--members", type=int, default=21)
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0,
+        help="CPUs for both frameworks (default: every CPU this process may run on)",
+    )
     ap.add_argument(
         "--out", default=str(pathlib.Path(__file__).resolve().parent / "results" / "mae_step.json")
     )
     args = ap.parse_args()
-    # Both frameworks use the CPUs this process may run on (restrict with `taskset -c 0 ...`).
-    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threads = use_threads(args.threads)  # before JAX's CPU backend starts
     try:
         import torch
 
@@ -383,72 +442,67 @@ def main() -> None:
         "batch": args.batch,
         "threads": threads,
         "repeats": args.repeats,
+        "warmup": args.warmup,
+        "gap_s": args.gap,
         "mask_ratio": MASK_RATIO,
         "lambda": LAMBDA,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "load_avg_before": os.getloadavg(),
         "sizes": {},
     }
-    print(f"{'size':6} {'case':14} {'ms/step':>10} {'ratio':>28}")
+    print(f"{threads} thread(s) for XLA and torch; medians of {args.repeats} round-robin rounds")
+    print(f"{'size':6} {'case':14} {'ms/step':>10} {'ratio median [IQR]':>34}")
     for size in args.sizes.split(","):
         cfg = mae_config(size)
-        # Each framework's cases are interleaved among themselves, one framework after the other:
-        # interleaving JAX and torch steps lets one's idle-spinning worker threads slow the other
-        # (measured: torch's tiny step took 24.6 ms right after JAX steps, 10.4 ms alone).
-        groups = [
-            {
-                "jax": jax_runner(cfg, args.batch, False),
-                "jax_penalty": jax_runner(cfg, args.batch, True),
-            }
-        ]
-        if size == "tiny" and args.members:
-            groups[0]["sweep_vmap"] = jax_runner(cfg, args.batch, True, members=args.members)
+        # One round calls every case once, JAX and torch alternating, so a load change hits both
+        # alike and round i gives a (torch, jax) pair whose ratio is taken.
+        cases = {"jax": jax_runner(cfg, args.batch, False)}
         if torch_version is not None:
-            groups.append(
-                {
-                    "torch": torch_runner(cfg, args.batch, False),
-                    "torch_penalty": torch_runner(cfg, args.batch, True),
-                }
-            )
-        med = {
-            k: 1e3 * v
-            for cases in groups
-            for k, v in interleaved_medians(cases, args.repeats).items()
-        }
+            cases["torch"] = torch_runner(cfg, args.batch, False)
+        cases["jax_penalty"] = jax_runner(cfg, args.batch, True)
+        if torch_version is not None:
+            cases["torch_penalty"] = torch_runner(cfg, args.batch, True)
+        if size == "tiny" and args.members:
+            cases["sweep_vmap"] = jax_runner(cfg, args.batch, True, members=args.members)
+        load = os.getloadavg()
+        times = round_robin(cases, args.repeats, args.warmup, args.gap)
+        med = {k: 1e3 * statistics.median(v) for k, v in times.items()}
+        over = ratio_stats(times["jax_penalty"], times["jax"])
         row: dict = {
+            "load_avg": load,
             "jax_ms": med["jax"],
             "jax_penalty_ms": med["jax_penalty"],
-            "penalty_overhead": med["jax_penalty"] / med["jax"],
+            "penalty_overhead": over["median"],
+            "penalty_overhead_iqr": [over["q1"], over["q3"]],
         }
-        print(f"{size:6} {'jax':14} {row['jax_ms']:10.2f}")
-        print(
-            f"{size:6} {'jax+R_spec':14} {row['jax_penalty_ms']:10.2f} "
-            f"{'overhead x' + format(row['penalty_overhead'], '.2f'):>28}"
-        )
+        print(_row_line(size, "jax", row["jax_ms"]))
+        note = f"overhead x{over['median']:.2f} [{over['q1']:.2f}, {over['q3']:.2f}]"
+        print(_row_line(size, "jax+R_spec", row["jax_penalty_ms"], note))
         if torch_version is not None:
             row["parity_rel_loss_diff"] = parity(cfg, 8)
             row["torch_ms"], row["torch_penalty_ms"] = med["torch"], med["torch_penalty"]
-            row["torch_penalty_overhead"] = med["torch_penalty"] / med["torch"]
-            row["torch_over_jax"] = row["torch_ms"] / row["jax_ms"]
-            row["torch_over_jax_penalty"] = row["torch_penalty_ms"] / row["jax_penalty_ms"]
-            print(
-                f"{size:6} {'torch':14} {row['torch_ms']:10.2f} "
-                f"{'torch/jax ' + format(row['torch_over_jax'], '.2f'):>28}"
-            )
-            print(
-                f"{size:6} {'torch+R_spec':14} {row['torch_penalty_ms']:10.2f} "
-                f"{'torch/jax ' + format(row['torch_over_jax_penalty'], '.2f'):>28}"
-            )
-            print(
-                f"{size:6} {'parity':14} {'':10} "
-                f"{'rel. loss diff ' + format(row['parity_rel_loss_diff'], '.1e'):>28}"
-            )
+            tover = ratio_stats(times["torch_penalty"], times["torch"])
+            row["torch_penalty_overhead"] = tover["median"]
+            row["torch_penalty_overhead_iqr"] = [tover["q1"], tover["q3"]]
+            for case, ref in (("torch", "jax"), ("torch_penalty", "jax_penalty")):
+                r = ratio_stats(times[case], times[ref])
+                key = "torch_over_jax" + ref.removeprefix("jax")
+                row[key], row[key + "_iqr"] = r["median"], [r["q1"], r["q3"]]
+                note = f"torch/jax {r['median']:.2f} [{r['q1']:.2f}, {r['q3']:.2f}]"
+                name = "torch+R_spec" if ref == "jax_penalty" else "torch"
+                print(_row_line(size, name, med[case], note))
+            note = f"rel. loss diff {row['parity_rel_loss_diff']:.1e}"
+            print(f"{size:6} {'parity':14} {'':10} {note:>34}")
         if "sweep_vmap" in med:
             m = args.members
+            per_member = [t / m for t in times["sweep_vmap"]]
+            r = ratio_stats(per_member, times["jax_penalty"])
             row["sweep_members"] = m
             row["sweep_vectorised_ms_per_member_step"] = med["sweep_vmap"] / m
-            row["sweep_vectorised_over_sequential"] = med["sweep_vmap"] / m / med["jax_penalty"]
-            ratio = "vmap/seq per member " + format(row["sweep_vectorised_over_sequential"], ".2f")
-            print(f"{size:6} {'sweep vmap':14} {med['sweep_vmap'] / m:10.2f} {ratio:>28}")
+            row["sweep_vectorised_over_sequential"] = r["median"]
+            row["sweep_vectorised_over_sequential_iqr"] = [r["q1"], r["q3"]]
+            note = f"vmap/seq per member {r['median']:.2f}"
+            print(_row_line(size, "sweep vmap", med["sweep_vmap"] / m, note))
         report["sizes"][size] = row
     if jax.default_backend() == "gpu":
         report["gpu_vit_base"] = gpu_vit_base(256, args.repeats)
@@ -458,6 +512,7 @@ def main() -> None:
             f"{100 * g['mfu']:.1f}%"
         )
     report["load_avg_after"] = os.getloadavg()
+    print(f"load average before {report['load_avg_before']}, after {report['load_avg_after']}")
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
