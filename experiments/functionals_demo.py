@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import pathlib
 
 import jax
@@ -33,6 +34,8 @@ from sklearn.datasets import load_digits
 import redundax.functionals as F
 from redundax.analysis.estimators import compare_estimators
 from redundax.plots.estimators import estimates_with_intervals
+from redundax.train import loop
+from redundax.train import mesh as mesh_lib
 from redundax.train import state as state_lib
 from redundax.train import step as step_lib
 from redundax.train.metrics import write_json
@@ -96,8 +99,8 @@ class MLP(nnx.Module):
 
 
 def train_classifier(x, y, *, steps: int, hidden: int = 32, seed: int = 0) -> MLP:
-    """Full-batch Adam on softmax cross-entropy through the engine's train step: a small trained
-    network to read activations from."""
+    """Full-batch Adam on softmax cross-entropy through the engine's train step and loop (data
+    parallel over all devices): a small trained network to read activations from."""
     tx = optax.adam(1e-2)
 
     def loss_fn(model: MLP, batch: dict, rng: jax.Array) -> tuple[jax.Array, dict]:
@@ -105,11 +108,12 @@ def train_classifier(x, y, *, steps: int, hidden: int = 32, seed: int = 0) -> ML
         logits = model(batch["x"])
         return optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean(), {}
 
-    state = state_lib.create(MLP(hidden, rngs=nnx.Rngs(seed)), tx, seed)
+    mesh = mesh_lib.make_data_mesh()
+    state = mesh_lib.replicate(state_lib.create(MLP(hidden, rngs=nnx.Rngs(seed)), tx, seed), mesh)
     train_step = step_lib.make_train_step(loss_fn, tx)
-    batch = {"x": x, "y": y}
-    for _ in range(steps):
-        state, _ = train_step(state, batch)
+    full_batch = itertools.repeat({"x": np.asarray(x), "y": np.asarray(y)})
+    state = loop.train(state, train_step, full_batch, num_steps=steps, mesh=mesh,
+                       log_every=max(steps, 1), progress=False, desc="classifier")  # fmt: skip
     return state.model()
 
 
