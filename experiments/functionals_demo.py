@@ -34,7 +34,7 @@ from sklearn.datasets import load_digits
 import redundax.functionals as F
 from redundax.analysis.estimators import compare_estimators
 from redundax.plots.estimators import estimates_with_intervals
-from redundax.train import loop
+from redundax.train import loop, optim
 from redundax.train import mesh as mesh_lib
 from redundax.train import state as state_lib
 from redundax.train import step as step_lib
@@ -101,7 +101,7 @@ class MLP(nnx.Module):
 def train_classifier(x, y, *, steps: int, hidden: int = 32, seed: int = 0) -> MLP:
     """Full-batch Adam on softmax cross-entropy through the engine's train step and loop (data
     parallel over all devices): a small trained network to read activations from."""
-    tx = optax.adam(1e-2)
+    tx, _ = optim.build({"name": "adamw", "lr": 1e-2, "schedule": "constant"}, steps)  # = Adam
 
     def loss_fn(model: MLP, batch: dict, rng: jax.Array) -> tuple[jax.Array, dict]:
         del rng  # deterministic
