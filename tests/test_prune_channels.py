@@ -1,9 +1,6 @@
 """Channel pruning: masks, physical shrinking, lesions, peer replacement, scores, AUC."""
 
-import os
 import pathlib
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +15,7 @@ from redundax.prune import channels as pc
 from redundax.prune import flops
 from redundax.prune import graph as G
 from redundax.regularizers import conv_outputs
+from tests import processes
 
 
 def randomize_bn(model, seed):
@@ -279,9 +277,6 @@ def test_lesion_damage_and_taylor_on_eight_devices_equal_one_device():
     """tests/scripts/channel_scores_devices.py: the same lesions and Taylor scores on a data mesh
     of 8 simulated CPU devices and of 1, padded last batches included."""
     script = pathlib.Path(__file__).parent / "scripts" / "channel_scores_devices.py"
-    env = dict(os.environ, JAX_NUM_CPU_DEVICES="8", JAX_PLATFORMS="cpu")
-    out = subprocess.run(
-        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=600
-    )
-    assert out.returncode == 0, out.stdout + out.stderr[-3000:]
-    assert "channel scores OK" in out.stdout, out.stdout
+    run = processes.launch([str(script)], JAX_NUM_CPU_DEVICES="8", JAX_PLATFORMS="cpu")
+    (out,) = processes.finish([run])
+    assert "channel scores OK" in out, out[-3000:]

@@ -5,7 +5,6 @@ examples do not fill the 8 devices evenly), 40 divides the split. Prints 'channe
 """
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -13,17 +12,13 @@ from redundax.models.resnet import ResNet
 from redundax.prune import channels as pc
 from redundax.prune import graph as G
 from redundax.train import mesh as mesh_lib
+from tests.test_prune_channels import randomize_bn
 
 assert jax.device_count() == 8, jax.devices()
-model = ResNet(10, in_channels=1, widths=(8, 16), blocks=(1, 1), rngs=nnx.Rngs(0))
-rng = np.random.default_rng(0)
-for _, mod in nnx.iter_modules(model):  # non-trivial eval-mode BatchNorm
-    if isinstance(mod, nnx.BatchNorm):
-        n = mod.num_features
-        mod.scale.set_value(jnp.asarray(rng.normal(size=n) + 1, jnp.float32))
-        mod.bias.set_value(jnp.asarray(rng.normal(size=n), jnp.float32))
-        mod.mean.set_value(jnp.asarray(rng.normal(size=n) * 0.1, jnp.float32))
-        mod.var.set_value(jnp.asarray(rng.random(n) + 0.5, jnp.float32))
+model = randomize_bn(  # non-trivial eval-mode BatchNorm
+    ResNet(10, in_channels=1, widths=(8, 16), blocks=(1, 1), rngs=nnx.Rngs(0)), seed=0
+)
+rng = np.random.default_rng(1)
 g = G.channel_graph(model)
 x = rng.normal(size=(40, 8, 8, 1)).astype(np.float32)
 y = (np.arange(40) % 10).astype(np.int32)
