@@ -227,3 +227,33 @@ def test_eight_devices_batchnorm_sees_the_global_batch():
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "8 devices OK" in proc.stdout
+
+
+def test_gradient_eval_step_sums_the_closed_form_gradient_over_unmasked_examples():
+    """l_i = (w.x_i + b - y_i)^2 / 2: the step's gradient of the masked sum is
+    sum_i m_i r_i x_i (kernel) and sum_i m_i r_i (bias), with r_i the residual; masked
+    (padding) examples contribute nothing, and evaluate_batches turns the sums into means."""
+    model = nnx.Linear(3, 1, rngs=nnx.Rngs(0))
+    state = state_lib.create(model, optax.sgd(0.1), 0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(6, 3)).astype(np.float32)
+    y = rng.normal(size=(6,)).astype(np.float32)
+    mask = np.array([1, 1, 0, 1, 1, 0], np.float32)
+
+    def losses(m, batch):
+        return 0.5 * (m(batch["x"])[:, 0] - batch["y"]) ** 2
+
+    def reduce(params, grads):
+        return {"kernel": grads["kernel"][...][:, 0], "bias": grads["bias"][...]}
+
+    grad_step = step.make_gradient_eval_step(losses, reduce)
+    out = grad_step(state, {"x": x, "y": y, "mask": mask})
+    w, b = np.asarray(model.kernel[...])[:, 0], np.asarray(model.bias[...])
+    r = (x @ w + b - y) * mask
+    np.testing.assert_allclose(out["kernel"], r @ x, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out["bias"], [r.sum()], rtol=1e-5, atol=1e-6)
+    assert float(out["count"]) == 4.0
+    with pytest.raises(ValueError, match="per-example losses"):
+        step.make_gradient_eval_step(lambda m, b: losses(m, b).sum(), reduce)(
+            state, {"x": x, "y": y}
+        )

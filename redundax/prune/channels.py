@@ -32,6 +32,7 @@ from redundax.prune import recovery
 from redundax.prune.graph import ChannelGraph, apply_masks, effective_masks, get_path
 from redundax.train import evaluate as evaluate_lib
 from redundax.train import mesh as mesh_lib
+from redundax.train import step as step_lib
 
 # The paper's 10 channel sparsities (fraction of channels removed), App. C.
 SPARSITIES: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
@@ -163,31 +164,24 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 
 def _taylor_step(graph: ChannelGraph, mesh: Mesh):
-    """Jitted `(state, batch) -> {unit: sum_examples gamma dl/dgamma + beta dl/dbeta, "count"}`
-    for the masked per-example cross-entropies l of a (sharded) batch, in eval mode."""
+    """The engine's gradient evaluation step for `taylor_scores`: `{unit: sum_examples
+    gamma dl/dgamma + beta dl/dbeta, "count"}` for the per-example cross-entropies l."""
     paths = {u.name: u.bn for u in graph.units}
 
-    def step(state, batch):
-        model = state.model()
-        model.eval()
-        gdef, params, rest = nnx.split(model, nnx.Param, ...)
-        mask = batch["mask"].astype(jnp.float32)
+    def losses(model, batch):
+        return optax.softmax_cross_entropy_with_integer_labels(
+            model(batch["image"]), batch["label"]
+        )
 
-        def total(p):
-            logits = nnx.merge(gdef, p, rest)(batch["image"])
-            ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
-            return jnp.sum(ce * mask)
-
-        flat_p = dict(nnx.to_flat_state(params))
-        flat_g = dict(nnx.to_flat_state(jax.grad(total)(params)))
-        out = {
+    def contributions(params, grads):
+        flat_p, flat_g = dict(nnx.to_flat_state(params)), dict(nnx.to_flat_state(grads))
+        return {
             name: flat_p[(*bn, "scale")][...] * flat_g[(*bn, "scale")][...]
             + flat_p[(*bn, "bias")][...] * flat_g[(*bn, "bias")][...]
             for name, bn in paths.items()
         }
-        return {**out, "count": jnp.sum(mask)}
 
-    return jax.jit(step, out_shardings=mesh_lib.replicated_sharding(mesh))
+    return step_lib.make_gradient_eval_step(losses, contributions, mesh=mesh)
 
 
 def taylor_scores(

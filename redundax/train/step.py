@@ -32,6 +32,9 @@ API:
   (`model.eval()`: BatchNorm running statistics, no dropout); `eval_step` returns their sums
   over the examples whose `batch["mask"]` is 1 (all when there is no mask) and `"count"`,
   the number of such examples. `redundax.train.loop.evaluate` turns them into means.
+- `make_gradient_eval_step(loss_fn, reduce_fn, *, mesh=None)`: the same sums for measurements
+  made of the gradient of the masked per-example losses (eval mode, no update), e.g. Taylor
+  channel scores (`redundax.prune.channels.taylor_scores`).
 
 With `mesh` (`redundax.train.mesh`) the outputs are pinned to replicated shardings, so the
 state stays replicated while batches are sharded over `"data"`; the loss written as a plain
@@ -147,6 +150,13 @@ def make_train_step(
     return jax.jit(train_step, donate_argnums=(0,) if donate else (), out_shardings=out_shardings)
 
 
+def _example_mask(batch: Any) -> tuple[int, jax.Array]:
+    """`(n, mask)`: the batch's example count and its `"mask"` as float32 (ones without one)."""
+    n = jax.tree.leaves(batch)[0].shape[0]
+    mask = batch["mask"].astype(jnp.float32) if "mask" in batch else jnp.ones((n,), jnp.float32)
+    return n, mask
+
+
 def make_eval_step(
     metric_fn: MetricFn, *, mesh: Mesh | None = None
 ) -> Callable[[TrainState, Any], dict[str, jax.Array]]:
@@ -158,8 +168,7 @@ def make_eval_step(
         model = state.model()
         model.eval()
         values = metric_fn(model, batch)
-        n = jax.tree.leaves(batch)[0].shape[0]
-        mask = batch["mask"].astype(jnp.float32) if "mask" in batch else jnp.ones((n,), jnp.float32)
+        n, mask = _example_mask(batch)
         sums = {}
         for name, v in values.items():
             v = jnp.asarray(v, jnp.float32)
@@ -174,3 +183,43 @@ def make_eval_step(
 
     out_shardings = None if mesh is None else mesh_lib.replicated_sharding(mesh)
     return jax.jit(eval_step, out_shardings=out_shardings)
+
+
+def make_gradient_eval_step(
+    loss_fn: MetricFn,
+    reduce_fn: Callable[[Any, Any], Mapping[str, jax.Array]],
+    *,
+    mesh: Mesh | None = None,
+) -> Callable[[TrainState, Any], dict[str, jax.Array]]:
+    """Jitted `grad_step(state, batch) -> sums and "count"` for gradient-based measurements that
+    update nothing (e.g. first-order Taylor channel importance): with the model in evaluation
+    mode, `grads` = the gradient with respect to the parameters (`nnx.Param`) of the masked sum
+    of the per-example losses `loss_fn(model, batch) -> (b,)`, and the outputs are
+    `reduce_fn(params, grads)` (each a sum over the batch's examples, as the gradient of a sum
+    is) and `"count"`, so `redundax.train.evaluate.evaluate_batches` turns them into means over
+    whole (sharded, padded) batches like `make_eval_step`'s sums."""
+    if not callable(loss_fn) or not callable(reduce_fn):
+        raise ValueError(
+            "`loss_fn(model, batch) -> (b,) losses` and `reduce_fn(params, grads) -> dict` "
+            "must be callable."
+        )
+
+    def grad_step(state: TrainState, batch: Any) -> dict[str, jax.Array]:
+        model = state.model()
+        model.eval()
+        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+        n, mask = _example_mask(batch)
+
+        def total(p):
+            losses = jnp.asarray(loss_fn(nnx.merge(graphdef, p, rest), batch))
+            if losses.shape != (n,):
+                raise ValueError(
+                    f"loss_fn must return per-example losses of shape ({n},); got {losses.shape}."
+                )
+            return jnp.sum(losses * mask)
+
+        grads = jax.grad(total)(params)
+        return {**reduce_fn(params, grads), "count": jnp.sum(mask)}
+
+    out_shardings = None if mesh is None else mesh_lib.replicated_sharding(mesh)
+    return jax.jit(grad_step, out_shardings=out_shardings)
