@@ -599,7 +599,7 @@ def train_group(
         val = evaluate_members(
             program, layout, state, values, eval_batches, batch_size=eval_batch_size
         )
-        step = int(np.asarray(mesh_lib.to_host(state.step)).reshape(-1)[0])
+        step = loop_lib.host_step(state)
         return {
             f"{m.tag}/{name}": value
             for m, v in zip(members, val, strict=True)
@@ -633,7 +633,7 @@ def train_group(
             members=[m.tag for m in members] if layout.vectorize else None,
             checkpoint_meta=lambda: {"histories": copy.deepcopy(histories)},
         )
-        step = int(np.asarray(mesh_lib.to_host(state.step)).reshape(-1)[0])
+        step = loop_lib.host_step(state)
         if step < schedule.num_steps:
             raise failures.Preempted(f"SIGTERM: checkpoint saved at step {step}.")
     return state, histories

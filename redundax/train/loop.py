@@ -34,6 +34,7 @@ API:
   means over members.
   Resume: each checkpoint's meta keeps the step metrics since the last log (and whatever
   `checkpoint_meta()` returns), so a resumed run logs the same means as an uninterrupted one.
+- `host_step(state) -> int`: the state's step on the host (its first member's, when stacked).
 - `evaluate(eval_step, state, arrays, *, batch_size, mesh) -> dict[str, float]`: means of the
   metrics of `redundax.train.step.make_eval_step` over whole in-memory arrays (identical on
   every process, e.g. `redundax.data.load_arrays`), in fixed-size padded batches (one
@@ -135,7 +136,7 @@ def _check_every(name: str, every: Any, minimum: int) -> None:
         )
 
 
-def _host_step(state: TrainState) -> int:
+def host_step(state: TrainState) -> int:
     """The step of `state` (of its first member when states are stacked)."""
     return int(np.asarray(mesh_lib.to_host(state.step)).reshape(-1)[0])
 
@@ -203,7 +204,7 @@ def train(
     _check_every("eval_every", eval_every, 0)
     if members is not None and (isinstance(members, str) or not len(members)):
         raise ValueError(f"`members` must be a non-empty sequence of names; got {members!r}.")
-    step = _host_step(state)
+    step = host_step(state)
     data_iter = batches if hasattr(batches, "get_state") and hasattr(batches, "set_state") else None
     if checkpointer is not None and data_iter is None:
         logging.warning(
