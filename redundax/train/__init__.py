@@ -19,6 +19,8 @@ access (`from redundax.train import loop`, or `redundax.train.loop`).
 - `progress`: a tqdm bar on a terminal, log lines otherwise.
 - `cli`: `main(run_fn, default_config)`: config flags and checks, workdir, `jax.distributed`,
   exit codes.
+- `host_memory`: `keep_host_memory()`, glibc `malloc` settings that keep XLA:CPU's per-step
+  buffers mapped between steps (no page faults on fresh memory every step).
 - `failures`: exit codes, preemption signals, divergence checks, the workdir lock.
 - `config_schema`: `check_fields(config, schema)`: old or misspelt config fields fail naming the
   right one (`num_epochs` -> `train.epochs`, `data.dir` -> `data.data_dir`, ...);
@@ -33,6 +35,7 @@ __all__ = [
     "config_schema",
     "evaluate",
     "failures",
+    "host_memory",
     "loop",
     "mesh",
     "metrics",

@@ -9,7 +9,9 @@ API:
   same config, up to the fields of `checkpoint.IGNORED_FIELDS` (see
   `redundax.train.checkpoint.check_workdir_config` and `check_config`), writes
   `DIR/config.json` (process 0) and calls `run_fn(config, workdir: pathlib.Path)`.
-  `--workdir` defaults to `runs/<experiment>` (the name of `run_fn`'s module). An override of
+  `--workdir` defaults to `runs/<experiment>` (the name of `run_fn`'s module). Before anything
+  else it makes the C library's `malloc` reuse freed host memory
+  (`redundax.train.host_memory.keep_host_memory`; `REDUNDAX_KEEP_HOST_MEMORY=0` turns it off). An override of
   a field the config does not have exits with an error naming the field and the closest
   existing names.
   Errors a user can fix print one message without a traceback and exit 2, before anything is
@@ -60,7 +62,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from redundax.train import checkpoint, config_schema, failures
+from redundax.train import checkpoint, config_schema, failures, host_memory
 
 CONFIG_FILE = "config.json"
 
@@ -399,6 +401,7 @@ def main(
     argv: Sequence[str] | None = None,
 ) -> None:
     """Parse flags and run `run_fn(config, workdir)` (module docstring)."""
+    host_memory.keep_host_memory()  # before JAX's first computation starts its thread pool
     _define_flags(default_config)
 
     def _main(args: list[str]) -> None:
