@@ -51,6 +51,7 @@ import optax
 from flax import nnx
 
 from redundax.models.fusion import encoder_labels, mlp_fusion, resnet18_fusion
+from redundax.train import host_memory
 from redundax.transforms import ogm_ge, redreg
 
 SIGNALS = {
@@ -253,6 +254,8 @@ def main() -> None:
         help="compile every update with XLA's xla_cpu_prefer_vector_width (e.g. 512)",
     )
     args = parser.parse_args()
+    # as every experiment's command line does (REDUNDAX_KEEP_HOST_MEMORY=0 to compare without)
+    host_memory.keep_host_memory()
     options = None
     if args.prefer_vector_width is not None:
         options = {"xla_cpu_prefer_vector_width": args.prefer_vector_width}

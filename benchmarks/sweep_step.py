@@ -43,6 +43,7 @@ from mae_step import interleaved_medians, jax_step_fn
 from configs import mae as mae_configs
 from redundax import mae_sweep, sweep
 from redundax.models.mae import MAE, mae_config
+from redundax.train import host_memory
 
 
 def member_runner(cfg, batch: int, members: int, chunk: int | None = None):
@@ -92,6 +93,8 @@ def main() -> None:
         default=str(pathlib.Path(__file__).resolve().parent / "results" / "sweep_step.json"),
     )
     args = ap.parse_args()
+    # as every experiment's command line does (REDUNDAX_KEEP_HOST_MEMORY=0 to compare without)
+    host_memory.keep_host_memory()
     counts = [int(m) for m in args.members.split(",")]
     chunks = [int(c) for c in args.chunks.split(",") if c]
     if not counts or min(counts) < 1 or any(c < 1 for c in chunks):
