@@ -33,6 +33,7 @@ def test_kept_memory_removes_the_per_step_page_faults():
     default = _faults("default")
     kept = _faults("keep")
     assert not default["applied"] and kept["applied"]
+    assert default["async_dispatch"] and not kept["async_dispatch"]
     # Without the settings every call maps its temporary afresh (the test's premise) ...
     assert statistics.median(default["faults_per_call"]) > 0.9 * TEMP_PAGES, default
     # ... with them the heap's pages are reused once the heap has grown to the step's needs.

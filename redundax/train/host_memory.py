@@ -1,29 +1,31 @@
 """Host memory for XLA:CPU: keep freed buffers in the heap instead of returning them to the OS.
 
 XLA:CPU allocates every step's temporaries (activations kept for the backward pass, gradients,
-attention weights) with ``malloc`` on the thread that runs the step and frees them at its end.
-With glibc's defaults each such block of hundreds of megabytes is ``mmap``-ed from the kernel
-and ``munmap``-ed when freed, so the next step touches fresh pages: one page fault and one
-zeroed 4 KiB page per page, every step. On the CIFAR-size MAE step of
-``benchmarks/mae_step.py`` that is 140,000 page faults and a quarter of the step's time.
+attention weights) as one block with ``malloc`` and frees it at the step's end. glibc serves a
+block over 32 MiB (the most its ``mmap`` threshold can be) with a fresh ``mmap`` and returns it
+with ``munmap``, so every step touches fresh pages: one page fault and one zeroed 4 KiB page per
+page. On the CIFAR-size MAE step of ``benchmarks/mae_step.py`` (a 573 MB block) that is 140,000
+page faults and a quarter of the step's time; on the default MAE sweep's vectorised step over 21
+members, more than half.
 
-:func:`keep_host_memory` sets three ``mallopt`` parameters of glibc (Linux) so that freed
-memory is reused instead:
+:func:`keep_host_memory` makes glibc reuse the block instead:
 
-- ``M_ARENA_MAX = 1``: one heap for every thread (a thread's own arena cannot hold blocks over
-  64 MiB, so its large blocks would be ``mmap``-ed whatever the other settings say);
-- ``M_MMAP_MAX = 0``: large blocks come from the heap, not from fresh mappings;
-- ``M_TRIM_THRESHOLD = 2**31 - 1``: freed memory at the heap's top stays mapped.
+- ``mallopt(M_MMAP_MAX, 0)``: large blocks come from the main heap, not from fresh mappings;
+- ``mallopt(M_TRIM_THRESHOLD, 2**31 - 1)``: freed memory at the heap's top stays mapped;
+- ``jax_cpu_enable_async_dispatch = False``: XLA:CPU runs a computation on the thread that calls
+  it, the Python thread, whose allocations come from that main heap. (With asynchronous dispatch
+  a worker thread allocates the block, from its own arena, which cannot hold blocks over 64 MiB
+  and maps them whatever the settings; limiting the process to one arena instead slows small
+  steps, whose many small buffers then contend for one lock.) Accelerator backends are not
+  affected; on CPU the Python thread waits for each computation, which the training loop does
+  at every step's metrics anyway.
 
 The process then holds its peak host memory until it exits, as a caching allocator does. The
-setting is global to the process (it applies to every library in it, PyTorch included) and takes
-full effect only before JAX starts its CPU thread pool: call it first thing, before the first JAX
-computation. Every experiment's command line does (:func:`redundax.train.cli.main`). Set the
-environment variable ``REDUNDAX_KEEP_HOST_MEMORY=0`` to leave the allocator alone. Elsewhere
-than on glibc it does nothing.
-
-The same effect without code: ``MALLOC_ARENA_MAX=1 MALLOC_MMAP_MAX_=0
-MALLOC_TRIM_THRESHOLD_=2147483647`` in the environment of the process.
+settings are global to the process (the ``malloc`` ones apply to every library in it, PyTorch
+included) and take effect only before JAX creates its CPU client: call it first thing, before
+the first JAX computation. Every experiment's command line does
+(:func:`redundax.train.cli.main`). Set the environment variable ``REDUNDAX_KEEP_HOST_MEMORY=0``
+to leave them alone. Elsewhere than on glibc it does nothing.
 """
 
 from __future__ import annotations
@@ -33,12 +35,13 @@ import ctypes.util
 import functools
 import os
 
+import jax
+
 ENV_VAR = "REDUNDAX_KEEP_HOST_MEMORY"
 # glibc's <malloc.h> parameter numbers
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
-M_ARENA_MAX = -8
-SETTINGS = ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, 2**31 - 1))
+SETTINGS = ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, 2**31 - 1))
 
 
 @functools.cache
@@ -56,7 +59,8 @@ def _glibc() -> ctypes.CDLL | None:
 
 
 def keep_host_memory(enable: bool | None = None) -> bool:
-    """Make glibc's ``malloc`` reuse freed host memory (module docstring).
+    """Make glibc's ``malloc`` reuse freed host memory and XLA:CPU run computations on the
+    calling thread (module docstring).
 
     Args:
       enable: True to apply the settings, False to do nothing; None (default) applies them
@@ -73,7 +77,10 @@ def keep_host_memory(enable: bool | None = None) -> bool:
     libc = _glibc()
     if libc is None:
         return False
-    return all(libc.mallopt(param, value) == 1 for param, value in SETTINGS)
+    ok = all(libc.mallopt(param, value) == 1 for param, value in SETTINGS)
+    if ok:
+        jax.config.update("jax_cpu_enable_async_dispatch", False)
+    return ok
 
 
 __all__ = ["ENV_VAR", "keep_host_memory"]

@@ -1,8 +1,8 @@
 """Page faults of a jitted step with a 64 MiB temporary, with or without keep_host_memory.
 
 Usage: python tests/scripts/host_memory_faults.py {keep,default}
-Prints one JSON line: whether the settings took effect and the minor page faults of each of
-the last 8 of 16 calls.
+Prints one JSON line: whether the settings took effect, whether XLA:CPU dispatches
+asynchronously, and the minor page faults of each of the last 8 of 16 calls.
 """
 
 import json
@@ -30,4 +30,12 @@ for _ in range(16):  # the heap grows over the first few calls, then stays
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     step(x).block_until_ready()
     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-print(json.dumps({"applied": applied, "faults_per_call": faults[8:]}))
+print(
+    json.dumps(
+        {
+            "applied": applied,
+            "async_dispatch": jax.config.jax_cpu_enable_async_dispatch,
+            "faults_per_call": faults[8:],
+        }
+    )
+)
