@@ -34,7 +34,7 @@ print(
     json.dumps(
         {
             "applied": applied,
-            "async_dispatch": jax.config.jax_cpu_enable_async_dispatch,
+            "async_dispatch": jax.config.read("jax_cpu_enable_async_dispatch"),
             "faults_per_call": faults[8:],
         }
     )
