@@ -40,7 +40,25 @@ def test_kept_memory_removes_the_per_step_page_faults():
     assert statistics.median(kept["faults_per_call"]) < 0.05 * TEMP_PAGES, kept
 
 
-def test_environment_variable_turns_it_off(monkeypatch):
+def test_environment_variable_overrides_the_caller(monkeypatch):
     monkeypatch.setenv(host_memory.ENV_VAR, "0")
     assert host_memory.keep_host_memory() is False
+    assert host_memory.requested(True) is False
+    monkeypatch.setenv(host_memory.ENV_VAR, "1")
+    assert host_memory.requested(False) is True
+    monkeypatch.delenv(host_memory.ENV_VAR)
+    assert host_memory.requested(False) is False and host_memory.requested(True) is True
     assert host_memory.keep_host_memory(False) is False
+    monkeypatch.setenv(host_memory.ENV_VAR, "sometimes")
+    with pytest.raises(ValueError, match="REDUNDAX_KEEP_HOST_MEMORY='sometimes'"):
+        host_memory.requested(True)
+
+
+def test_mae_experiment_keeps_host_memory_only_when_vectorised():
+    from configs import mae as mae_configs
+    from experiments import mae
+
+    config = mae_configs.get_config()
+    assert mae._vectorised(config) is True
+    config.sweep.vectorize = False
+    assert mae._vectorised(config) is False

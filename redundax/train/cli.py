@@ -9,9 +9,9 @@ API:
   same config, up to the fields of `checkpoint.IGNORED_FIELDS` (see
   `redundax.train.checkpoint.check_workdir_config` and `check_config`), writes
   `DIR/config.json` (process 0) and calls `run_fn(config, workdir: pathlib.Path)`.
-  `--workdir` defaults to `runs/<experiment>` (the name of `run_fn`'s module). Before anything
-  else it makes the C library's `malloc` reuse freed host memory
-  (`redundax.train.host_memory.keep_host_memory`; `REDUNDAX_KEEP_HOST_MEMORY=0` turns it off). An override of
+  `--workdir` defaults to `runs/<experiment>` (the name of `run_fn`'s module). With
+  `keep_host_memory=` (a bool or a function of the config; `REDUNDAX_KEEP_HOST_MEMORY=1`/`0`
+  overrides it) it first applies `redundax.train.host_memory.keep_host_memory`. An override of
   a field the config does not have exits with an error naming the field and the closest
   existing names.
   Errors a user can fix print one message without a traceback and exit 2, before anything is
@@ -399,9 +399,15 @@ def main(
     run_fn: Callable[[Any, pathlib.Path], Any],
     default_config: str,
     argv: Sequence[str] | None = None,
+    *,
+    keep_host_memory: bool | Callable[[Any], bool] = False,
 ) -> None:
-    """Parse flags and run `run_fn(config, workdir)` (module docstring)."""
-    host_memory.keep_host_memory()  # before JAX's first computation starts its thread pool
+    """Parse flags and run `run_fn(config, workdir)` (module docstring).
+
+    `keep_host_memory` (a bool or a function of the config) applies
+    `redundax.train.host_memory.keep_host_memory` before JAX starts, for experiments whose steps
+    have temporaries over 32 MiB; `REDUNDAX_KEEP_HOST_MEMORY=1`/`0` overrides it.
+    """
     _define_flags(default_config)
 
     def _main(args: list[str]) -> None:
@@ -409,6 +415,8 @@ def main(
             raise app.UsageError(f"unexpected arguments: {' '.join(args[1:])}")
         fl = flags.FLAGS
         logging.get_absl_handler().addFilter(_LibraryInfoFilter())
+        wanted = keep_host_memory(fl.config) if callable(keep_host_memory) else keep_host_memory
+        host_memory.keep_host_memory(bool(wanted))  # before JAX creates its CPU client
         maybe_initialize_distributed(
             fl.coordinator_address, fl.num_processes, fl.process_id, auto=fl.distributed
         )

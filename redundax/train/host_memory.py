@@ -23,9 +23,11 @@ members, more than half.
 The process then holds its peak host memory until it exits, as a caching allocator does. The
 settings are global to the process (the ``malloc`` ones apply to every library in it, PyTorch
 included) and take effect only before JAX creates its CPU client: call it first thing, before
-the first JAX computation. Every experiment's command line does
-(:func:`redundax.train.cli.main`). Set the environment variable ``REDUNDAX_KEEP_HOST_MEMORY=0``
-to leave them alone. Elsewhere than on glibc it does nothing.
+the first JAX computation. It pays where a step's temporaries exceed 32 MiB; a small step
+(milliseconds) loses 10-20% to synchronous dispatch instead. So an experiment's command line
+applies it where the experiment asks (``redundax.train.cli.main(..., keep_host_memory=)``: the
+MAE sweep when vectorised). The environment variable ``REDUNDAX_KEEP_HOST_MEMORY=1`` (or ``0``)
+applies it (or not) whatever the caller asks. Elsewhere than on glibc it does nothing.
 """
 
 from __future__ import annotations
@@ -58,21 +60,32 @@ def _glibc() -> ctypes.CDLL | None:
     return libc
 
 
-def keep_host_memory(enable: bool | None = None) -> bool:
+def requested(default: bool) -> bool:
+    """``default``, unless the environment variable ``REDUNDAX_KEEP_HOST_MEMORY`` says otherwise
+    (``1``/``true``/``yes``/``on`` or ``0``/``false``/``no``/``off``)."""
+    value = os.environ.get(ENV_VAR, "").strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    if value:
+        raise ValueError(f"{ENV_VAR}={value!r}: use 1 (keep host memory) or 0 (JAX's defaults).")
+    return default
+
+
+def keep_host_memory(enable: bool = True) -> bool:
     """Make glibc's ``malloc`` reuse freed host memory and XLA:CPU run computations on the
     calling thread (module docstring).
 
     Args:
-      enable: True to apply the settings, False to do nothing; None (default) applies them
-        unless the environment variable ``REDUNDAX_KEEP_HOST_MEMORY`` is ``0``.
+      enable: apply the settings (default) or not; the environment variable
+        ``REDUNDAX_KEEP_HOST_MEMORY`` (``1`` or ``0``) overrides it.
 
     Returns:
       Whether the settings are in effect (False where the C library is not glibc, or when
       disabled).
     """
-    if enable is None:
-        enable = os.environ.get(ENV_VAR, "1").strip().lower() not in ("0", "false", "no", "off")
-    if not enable:
+    if not requested(enable):
         return False
     libc = _glibc()
     if libc is None:
@@ -83,4 +96,4 @@ def keep_host_memory(enable: bool | None = None) -> bool:
     return ok
 
 
-__all__ = ["ENV_VAR", "keep_host_memory"]
+__all__ = ["ENV_VAR", "keep_host_memory", "requested"]
