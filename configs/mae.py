@@ -8,8 +8,9 @@
 
 Presets:
   default   scikit-learn digits (8x8, offline), tiny MAE (patch 2), 7 lambdas containing the
-            paper's four x 3 seeds, trained as one vectorised program (the grid alone: 361 s on 2
-            idle CPU cores; `sweep.vectorize=False` trains the members one by one in 543 s), then
+            paper's four x 3 seeds, trained as one vectorised program (the grid alone: 265 s on 2
+            idle CPU cores, with host memory kept; `sweep.vectorize=False` trains the members one
+            by one: grid 469 s), then
             up to 2 refinement rounds adding at most 3 lambdas x 3 seeds (9 members) where
             neighbouring mean R_spec differ by more than 0.1; about 1.5x the grid's time.
   smoke     the whole pipeline (2 lambdas x 2 seeds, 2 epochs, a one-block MAE, short probe, one
