@@ -17,8 +17,8 @@ members, more than half.
   a worker thread allocates the block, from its own arena, which cannot hold blocks over 64 MiB
   and maps them whatever the settings; limiting the process to one arena instead slows small
   steps, whose many small buffers then contend for one lock.) Accelerator backends are not
-  affected; on CPU the Python thread waits for each computation, which the training loop does
-  at every step's metrics anyway.
+  affected. On CPU the Python thread now waits for each computation, so the host work between
+  steps (the next batch, its sharding) no longer overlaps the step: what small steps lose.
 
 The process then holds its peak host memory until it exits, as a caching allocator does. The
 settings are global to the process (the ``malloc`` ones apply to every library in it, PyTorch
