@@ -62,3 +62,24 @@ def test_mae_experiment_keeps_host_memory_only_when_vectorised():
     assert mae._vectorised(config) is True
     config.sweep.vectorize = False
     assert mae._vectorised(config) is False
+
+
+def test_a_bad_environment_value_stops_the_command_line_with_one_message(tmp_path):
+    (out,) = finish(
+        [
+            launch(
+                [
+                    "-m",
+                    "experiments.mae",
+                    "--config",
+                    "configs/mae.py:smoke",
+                    f"--workdir={tmp_path}/w",
+                ],
+                REDUNDAX_KEEP_HOST_MEMORY="sometimes",
+            )
+        ],
+        expected_rc=2,
+        timeout=180,
+    )
+    assert "REDUNDAX_KEEP_HOST_MEMORY='sometimes'" in out and "Traceback" not in out
+    assert not (tmp_path / "w").exists()

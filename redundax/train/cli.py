@@ -416,7 +416,10 @@ def main(
         fl = flags.FLAGS
         logging.get_absl_handler().addFilter(_LibraryInfoFilter())
         wanted = keep_host_memory(fl.config) if callable(keep_host_memory) else keep_host_memory
-        host_memory.keep_host_memory(bool(wanted))  # before JAX creates its CPU client
+        try:
+            host_memory.keep_host_memory(bool(wanted))  # before JAX creates its CPU client
+        except ValueError as error:  # a bad REDUNDAX_KEEP_HOST_MEMORY
+            usage_exit(str(error))
         maybe_initialize_distributed(
             fl.coordinator_address, fl.num_processes, fl.process_id, auto=fl.distributed
         )
