@@ -26,9 +26,9 @@ backward + AdamW update:
   torch+R_spec   the torch step with the same penalty through ``torch.linalg.eigvalsh``
   sweep          (tiny only) 21 members: one ``jit(vmap(step))`` against 21 single-member steps
 
-The process first applies :func:`redundax.train.host_memory.keep_host_memory`, as every
-experiment's command line does: glibc then reuses freed host memory instead of mapping each
-step's temporaries afresh (on the small model 140,000 page faults per JAX step without it). The
+The process first applies :func:`redundax.train.host_memory.keep_host_memory`, as the MAE
+experiment does for its vectorised sweep: glibc then reuses freed host memory instead of mapping
+each step's temporaries afresh (on the small model 140,000 page faults per JAX step without it). The
 setting is process-wide, so the torch steps run under it too; ``--default-malloc`` leaves glibc
 at its defaults for a comparison.
 
@@ -432,7 +432,7 @@ def main() -> None:
         "--out", default=str(pathlib.Path(__file__).resolve().parent / "results" / "mae_step.json")
     )
     args = ap.parse_args()
-    # as every experiment's command line does; process-wide, so torch runs under it as well
+    # as the MAE experiment does; process-wide, so torch runs under it as well
     kept = host_memory.keep_host_memory(not args.default_malloc)
     threads = use_threads(args.threads)  # before JAX's CPU backend starts
     try:

@@ -254,7 +254,7 @@ def main() -> None:
         help="compile every update with XLA's xla_cpu_prefer_vector_width (e.g. 512)",
     )
     args = parser.parse_args()
-    # as every experiment's command line does (REDUNDAX_KEEP_HOST_MEMORY=0 to compare without)
+    # the vectorised MAE sweep's host memory setting (REDUNDAX_KEEP_HOST_MEMORY=0: JAX's defaults)
     host_memory.keep_host_memory()
     options = None
     if args.prefer_vector_width is not None:

@@ -93,7 +93,7 @@ def main() -> None:
         default=str(pathlib.Path(__file__).resolve().parent / "results" / "sweep_step.json"),
     )
     args = ap.parse_args()
-    # as every experiment's command line does (REDUNDAX_KEEP_HOST_MEMORY=0 to compare without)
+    # the vectorised MAE sweep's host memory setting (REDUNDAX_KEEP_HOST_MEMORY=0: JAX's defaults)
     host_memory.keep_host_memory()
     counts = [int(m) for m in args.members.split(",")]
     chunks = [int(c) for c in args.chunks.split(",") if c]
