@@ -278,6 +278,67 @@ def test_sigterm_outside_a_training_loop_exits_143_at_once():
     assert time.monotonic() - start < 50
 
 
+def test_sigterm_landing_inside_library_code_that_then_fails_still_exits_143():
+    # The signal handler's Preempted can land between two statements of library code (seen:
+    # inside threading.Thread.start while orbax started a thread), which then raises its own
+    # error during the unwinding; the run is still a preemption, not a crash.
+    code = (
+        "import os, signal, sys, time\n"
+        "from redundax.train import cli\n"
+        "def run(config, workdir):\n"
+        "    registry = {}\n"
+        "    try:\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "        time.sleep(60)\n"
+        "    finally:\n"
+        "        del registry['thread']\n"  # KeyError, its context the Preempted
+        "sys.exit(cli.run_and_exit_code(run, None, '.'))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == failures.EXIT_PREEMPTED, proc.stderr[-2000:]
+    assert "unwinding raised KeyError" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_an_error_unrelated_to_a_preemption_still_fails_with_its_traceback():
+    code = (
+        "import sys\n"
+        "from redundax.train import cli\n"
+        "def run(config, workdir):\n"
+        "    try:\n"
+        "        raise ValueError('handled')\n"
+        "    except ValueError:\n"
+        "        {}['missing']\n"
+        "sys.exit(cli.run_and_exit_code(run, None, '.'))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == failures.EXIT_FAILED, proc.stderr[-2000:]
+    assert "KeyError: 'missing'" in proc.stderr and "Traceback" in proc.stderr
+
+
+def test_raised_by_preemption_follows_cause_and_context_chains():
+    assert failures.raised_by_preemption(failures.Preempted("x"))
+    try:
+        try:
+            raise failures.Preempted("x")
+        except failures.Preempted:
+            raise KeyError("y")  # noqa: B904 - the implicit context is the point
+    except KeyError as error:
+        assert failures.raised_by_preemption(error)
+    try:
+        raise RuntimeError("z") from failures.Preempted("x")
+    except RuntimeError as error:
+        assert failures.raised_by_preemption(error)
+    try:
+        try:
+            raise ValueError("a")
+        except ValueError:
+            raise KeyError("b")  # noqa: B904
+    except KeyError as error:
+        assert not failures.raised_by_preemption(error)
+
+
 # ---------------------------------------------------------------------------- progress
 
 

@@ -361,13 +361,10 @@ def run_and_exit_code(run_fn: Callable[[Any, pathlib.Path], Any], config: Any, w
     an `OSError` of a full, read-only or over-quota disk): 4, at once (`os._exit`, so no
     background writer can hang the process). User-fixable error (`failures.UsageError`): 2.
     Each prints one message, without a traceback; any other exception propagates (traceback,
-    status 1).
+    status 1), unless it was raised while a SIGTERM's `Preempted` unwound (143).
     """
     try:
-        with failures.sigterm_raises_preempted():
-            run_fn(config, workdir)
-    except failures.Preempted as stop:
-        logging.warning("preempted: %s", stop)
+        _run_through_preemption(run_fn, config, workdir)
     except failures.UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return failures.EXIT_USAGE
@@ -384,15 +381,32 @@ def run_and_exit_code(run_fn: Callable[[Any, pathlib.Path], Any], config: Any, w
         sys.stderr.flush()
         logging.flush()
         os._exit(failures.EXIT_STORAGE)
-    else:
-        if not failures.was_preempted():
-            return failures.EXIT_OK
+    if not failures.was_preempted():
+        return failures.EXIT_OK
     print(
         f"preempted: stopped on SIGTERM (a running training loop saved a checkpoint first); "
         f"rerun the same command in {workdir} to resume (exit status {failures.EXIT_PREEMPTED}).",
         file=sys.stderr,
     )
     return failures.EXIT_PREEMPTED
+
+
+def _run_through_preemption(run_fn: Callable[[Any, pathlib.Path], Any], config, workdir) -> None:
+    """Run `run_fn` with SIGTERM raising `Preempted` outside training loops; swallow (log) that
+    `Preempted` and any error raised while it unwound. A signal handler's exception can land
+    inside library code (e.g. between two statements of `threading.Thread.start`, which then
+    fails with a `KeyError` of its own): the run still ends as preempted (143)."""
+    try:
+        with failures.sigterm_raises_preempted():
+            run_fn(config, workdir)
+    except Exception as error:
+        if not failures.raised_by_preemption(error):
+            raise
+        failures.note_preempted()
+        if isinstance(error, failures.Preempted):
+            logging.warning("preempted: %s", error)
+        else:
+            logging.warning("preempted; unwinding raised %s: %s", type(error).__name__, error)
 
 
 def main(

@@ -16,6 +16,10 @@ API:
   handlers come back on exit. Only in the main thread (elsewhere it is a no-op flag).
 - `sigterm_raises_preempted()`: a context manager (the CLI's, around the whole run): a SIGTERM
   outside any training loop raises `Preempted` (nothing to save: exit 143 at once).
+  `raised_by_preemption(error) -> bool`: `error` is a `Preempted`, or was raised while one was
+  being handled (a signal handler's exception can land inside library code, e.g. between two
+  statements of `threading.Thread.start`, which then fails with its own error); the CLI exits
+  143 for both.
 - `note_preempted()` / `was_preempted()` / `reset_preempted()`: a process-wide record that a loop
   stopped on SIGTERM; the CLI exits 143 after the experiment returns. `EXIT_INTERRUPTED = 130`:
   a SIGINT after a SIGTERM.
@@ -96,6 +100,18 @@ def _preempted_outside_a_loop(signum: int, frame: Any) -> None:
     del signum, frame
     note_preempted()
     raise Preempted("SIGTERM outside a training loop (between runs or phases): nothing to save")
+
+
+def raised_by_preemption(error: BaseException) -> bool:
+    """`error` is a `Preempted` or arose while one was being handled (its cause or context chain)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, Preempted):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
 
 
 @contextlib.contextmanager
