@@ -36,6 +36,13 @@ def _env() -> dict[str, str]:
     return env
 
 
+def _run_python(code: str) -> subprocess.CompletedProcess:
+    """Run `python -c code` in a fresh interpreter (signals and exit codes of its own)."""
+    return subprocess.run(
+        [sys.executable, "-c", code], env=_env(), capture_output=True, text=True, timeout=120
+    )
+
+
 # ---------------------------------------------------------------------------- strict JSON
 
 
@@ -174,8 +181,7 @@ def test_second_sigterm_stops_at_once_with_status_143():
         "    time.sleep(60)\n"
     )
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
+    proc = _run_python(code)
     assert proc.returncode == failures.EXIT_PREEMPTED, proc.stderr[-2000:]
     assert "first handled" in proc.stdout
     assert time.monotonic() - start < 50
@@ -191,8 +197,7 @@ def test_sigint_after_sigterm_stops_at_once():
         "    os.kill(os.getpid(), signal.SIGINT)\n"
         "    time.sleep(60)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
+    proc = _run_python(code)
     assert proc.returncode == failures.EXIT_INTERRUPTED, proc.stderr[-2000:]
 
 
@@ -253,8 +258,7 @@ def test_cli_ends_a_run_with_a_storage_error_at_once_with_status_4(tmp_path):
         "print(cli.run_and_exit_code(run, None, '.'))\n"
     )
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
+    proc = _run_python(code)
     assert proc.returncode == failures.EXIT_STORAGE, proc.stderr[-2000:]
     assert "could not write a checkpoint: disk full" in proc.stderr
     assert time.monotonic() - start < 30
@@ -271,8 +275,7 @@ def test_sigterm_outside_a_training_loop_exits_143_at_once():
         "sys.exit(cli.run_and_exit_code(run, None, '.'))\n"
     )
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
+    proc = _run_python(code)
     assert proc.returncode == failures.EXIT_PREEMPTED, proc.stderr[-2000:]
     assert "not reached" not in proc.stdout and "preempted" in proc.stderr
     assert time.monotonic() - start < 50
@@ -294,8 +297,7 @@ def test_sigterm_landing_inside_library_code_that_then_fails_still_exits_143():
         "        del registry['thread']\n"  # KeyError, its context the Preempted
         "sys.exit(cli.run_and_exit_code(run, None, '.'))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
+    proc = _run_python(code)
     assert proc.returncode == failures.EXIT_PREEMPTED, proc.stderr[-2000:]
     assert "unwinding raised KeyError" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -311,8 +313,7 @@ def test_an_error_unrelated_to_a_preemption_still_fails_with_its_traceback():
         "        {}['missing']\n"
         "sys.exit(cli.run_and_exit_code(run, None, '.'))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
+    proc = _run_python(code)
     assert proc.returncode == failures.EXIT_FAILED, proc.stderr[-2000:]
     assert "KeyError: 'missing'" in proc.stderr and "Traceback" in proc.stderr
 
