@@ -318,6 +318,26 @@ def test_an_error_unrelated_to_a_preemption_still_fails_with_its_traceback():
     assert "KeyError: 'missing'" in proc.stderr and "Traceback" in proc.stderr
 
 
+def test_sigterm_after_the_run_ended_exits_with_the_runs_status():
+    # Seen: a SIGTERM during the teardown of a finished MAE sweep killed it by the signal (-15)
+    # although every output was written.
+    code = (
+        "import os, signal, sys, time\n"
+        "from redundax.train import cli, failures\n"
+        "def run(config, workdir):\n"
+        "    print('outputs written', flush=True)\n"
+        "status = cli.run_and_exit_code(run, None, '.')\n"
+        "failures.sigterm_exits_with(status)\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "time.sleep(60)\n"
+        "print('not reached')\n"
+    )
+    proc = _run_python(code)
+    assert proc.returncode == failures.EXIT_OK, proc.stderr[-2000:]
+    assert "outputs written" in proc.stdout and "not reached" not in proc.stdout
+    assert "SIGTERM after the run ended: exiting with its status 0" in proc.stderr
+
+
 def test_raised_by_preemption_follows_cause_and_context_chains():
     assert failures.raised_by_preemption(failures.Preempted("x"))
     try:

@@ -462,6 +462,7 @@ def main(
                     )
             logging.info("workdir %s, config:\n%s", workdir, config)
             code = run_and_exit_code(run_fn, config, workdir)
+            failures.sigterm_exits_with(code)  # the outputs are complete: no death by signal
         if code:
             sys.exit(code)
 

@@ -20,6 +20,9 @@ API:
   being handled (a signal handler's exception can land inside library code, e.g. between two
   statements of `threading.Thread.start`, which then fails with its own error); the CLI exits
   143 for both.
+- `sigterm_exits_with(code)`: after a run has ended (results written, checkpoints closed), a
+  SIGTERM during the process's teardown exits at once with the run's own status `code` instead
+  of killing the process by the signal (the CLI installs it; main thread only).
 - `note_preempted()` / `was_preempted()` / `reset_preempted()`: a process-wide record that a loop
   stopped on SIGTERM; the CLI exits 143 after the experiment returns. `EXIT_INTERRUPTED = 130`:
   a SIGINT after a SIGTERM.
@@ -40,6 +43,7 @@ import math
 import os
 import pathlib
 import signal
+import sys
 import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -126,6 +130,24 @@ def sigterm_raises_preempted() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def sigterm_exits_with(code: int) -> None:
+    """From now on a SIGTERM ends the process at once with status `code` (logs flushed): for the
+    teardown after a finished run, whose outputs are complete. A no-op outside the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def _exit(signum: int, frame: Any) -> None:
+        del signum, frame
+        logging.warning("SIGTERM after the run ended: exiting with its status %d.", code)
+        logging.flush()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+
+    signal.signal(signal.SIGTERM, _exit)
 
 
 class Preemption:
