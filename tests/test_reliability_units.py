@@ -302,6 +302,23 @@ def test_sigterm_landing_inside_library_code_that_then_fails_still_exits_143():
     assert "unwinding raised KeyError" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_a_storage_error_while_a_preemption_unwinds_keeps_its_status_4():
+    code = (
+        "import os, signal, sys, time\n"
+        "from redundax.train import cli, failures\n"
+        "def run(config, workdir):\n"
+        "    try:\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "        time.sleep(60)\n"
+        "    finally:\n"  # a save in flight failing on a full disk
+        "        raise failures.StorageError('could not write a checkpoint: disk full')\n"
+        "sys.exit(cli.run_and_exit_code(run, None, '.'))\n"
+    )
+    proc = _run_python(code)
+    assert proc.returncode == failures.EXIT_STORAGE, proc.stderr[-2000:]
+    assert "could not write a checkpoint: disk full" in proc.stderr
+
+
 def test_an_error_unrelated_to_a_preemption_still_fails_with_its_traceback():
     code = (
         "import sys\n"

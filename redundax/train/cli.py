@@ -354,14 +354,23 @@ def _write_config(workdir: pathlib.Path, config: Any) -> None:
 _STORAGE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM}
 
 
+def _has_own_status(error: Exception) -> bool:
+    """`error` maps to a status of its own: a usage error (2), a divergence (3) or a storage
+    error (4: a `StorageError`, or an `OSError` of a full, read-only or over-quota disk)."""
+    if isinstance(error, (failures.UsageError, failures.Diverged, failures.StorageError)):
+        return True
+    return isinstance(error, OSError) and error.errno in _STORAGE_ERRNOS
+
+
 def run_and_exit_code(run_fn: Callable[[Any, pathlib.Path], Any], config: Any, workdir) -> int:
     """Run `run_fn(config, workdir)`; map how it ended to an exit code (`redundax.train.failures`).
 
     Preempted (SIGTERM, checkpoint saved): 143. Diverged: 3. Storage error (a failed save, or
     an `OSError` of a full, read-only or over-quota disk): 4, at once (`os._exit`, so no
     background writer can hang the process). User-fixable error (`failures.UsageError`): 2.
-    Each prints one message, without a traceback; any other exception propagates (traceback,
-    status 1), unless it was raised while a SIGTERM's `Preempted` unwound (143).
+    Each prints one message, without a traceback, and keeps its status when it is raised while a
+    SIGTERM's `Preempted` unwinds; any other exception propagates (traceback, status 1), unless it
+    was raised during that unwinding (143).
     """
     try:
         _run_through_preemption(run_fn, config, workdir)
@@ -372,7 +381,7 @@ def run_and_exit_code(run_fn: Callable[[Any, pathlib.Path], Any], config: Any, w
         print(f"error: {error}", file=sys.stderr)
         return failures.EXIT_DIVERGED
     except OSError as error:
-        if not isinstance(error, failures.StorageError) and error.errno not in _STORAGE_ERRNOS:
+        if not _has_own_status(error):
             raise
         print(f"error: {error}", file=sys.stderr)
         # Leave now: background writer threads (orbax, TensorBoard) stuck on the full disk must
@@ -395,12 +404,15 @@ def _run_through_preemption(run_fn: Callable[[Any, pathlib.Path], Any], config, 
     """Run `run_fn` with SIGTERM raising `Preempted` outside training loops; swallow (log) that
     `Preempted` and any error raised while it unwound. A signal handler's exception can land
     inside library code (e.g. between two statements of `threading.Thread.start`, which then
-    fails with a `KeyError` of its own): the run still ends as preempted (143)."""
+    fails with a `KeyError` of its own): the run still ends as preempted (143). An error with a
+    status of its own (`_has_own_status`: a disk that filled up while a save finished) keeps it."""
     try:
         with failures.sigterm_raises_preempted():
             run_fn(config, workdir)
     except Exception as error:
-        if not failures.raised_by_preemption(error):
+        if not failures.raised_by_preemption(error) or (
+            _has_own_status(error) and not isinstance(error, failures.Preempted)
+        ):
             raise
         failures.note_preempted()
         if isinstance(error, failures.Preempted):
